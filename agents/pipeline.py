@@ -1,0 +1,194 @@
+"""The Faust app: one agent per input topic, a changelog-backed state table,
+the Redis projection flushed by a timer, triggers sent to their topics.
+
+The agent only decodes, calls the pure core, writes the table and sends;
+every decision lives in :mod:`streams`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from agents.projection import RedisProjection
+from agents.settings import Settings
+from streams import topics
+from streams.errors import EventError, StateError
+from streams.events import Event, Limits, parse_event
+from streams.profile import profile_fields
+from streams.state import apply, decode_state, encode_state
+from streams.triggers import decide_on_event, encode_trigger
+
+logger = logging.getLogger(__name__)
+
+#: How often staged Redis profiles are flushed, in seconds.
+PROJECTION_FLUSH_INTERVAL_S = 0.25
+
+#: Header names of a dead letter (the value is the original record, untouched).
+DLQ_HEADERS = (
+    "userpulse.error.code",
+    "userpulse.error.path",
+    "userpulse.error.message",
+    "userpulse.source.topic",
+    "userpulse.source.partition",
+    "userpulse.source.offset",
+)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Counters:
+    """What the worker has done since it started (exposed on /counters/)."""
+
+    events: int = 0
+    dead_letters: int = 0
+    triggers: int = 0
+
+
+class Pipeline:
+    """The Faust app of one userpulse worker, configured by ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.counters = Counters()
+        self.limits = Limits(
+            max_bytes=settings.max_event_bytes,
+            max_future_skew_ms=settings.max_future_skew_s * 1000,
+        )
+        self.app = faust.App(
+            settings.app_id,
+            broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+            store=settings.store,
+            datadir=str(settings.data_dir),
+            web_port=settings.web_port,
+            topic_partitions=settings.partitions,
+            topic_allow_declare=True,
+            consumer_auto_offset_reset="earliest",
+            autodiscover=False,
+            producer_acks=-1,
+        )
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        self.events_topic = self.app.topic(
+            settings.topic(topics.USER_EVENTS),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            **raw,
+        )
+        self.dlq_topic = self.app.topic(
+            settings.topic(topics.DEAD_LETTERS), key_serializer="raw", value_serializer="raw", **raw
+        )
+        self.trigger_topics = {
+            name: self.app.topic(
+                settings.topic(name), key_serializer="raw", value_serializer="raw", **raw
+            )
+            for name in topics.TRIGGER_TOPICS
+        }
+        self.state = self.app.Table(
+            "user-state",
+            default=None,
+            partitions=settings.partitions,
+            help="UserState per user id, orjson bytes",
+            **raw,
+        )
+        self.projection = RedisProjection.from_url(
+            settings.redis_url.reveal(), settings.redis_key_prefix
+        )
+        self.app.agent(self.events_topic, name="user-events")(self.process)
+        self.app.timer(PROJECTION_FLUSH_INTERVAL_S, name="redis-projection-flush")(
+            self.flush_projection
+        )
+        self.app.page("/counters/")(self._counters_view())
+        self.app.on_before_shutdown.connect(self._on_shutdown)
+
+    async def process(self, stream: Any) -> None:
+        """The user-events agent: validate, apply, persist, project, trigger."""
+        async for record in stream.events():
+            raw_value: bytes = record.value if record.value is not None else b""
+            try:
+                event = parse_event(raw_value, now_ms=now_ms(), limits=self.limits)
+                _check_key(record.key, event)
+            except EventError as error:
+                await self._dead_letter(record, error)
+                continue
+            key: bytes = record.key
+            old_raw = self.state.get(key)
+            try:
+                old = decode_state(old_raw) if old_raw is not None else None
+            except StateError:
+                logger.exception("user-state for %r is unreadable; starting it afresh", key)
+                old = None
+            new = apply(old, event)
+            self.counters.events += 1
+            if new is old:
+                continue  # a redelivered event: nothing changes
+            self.state[key] = encode_state(new)
+            self.projection.stage(
+                new.user_id, new.event_count, profile_fields(new, version=new.event_count)
+            )
+            emitted_at = now_ms()
+            for trigger in decide_on_event(old, new, event):
+                await self.trigger_topics[trigger.topic].send(
+                    key=trigger.user_id.encode(),
+                    value=encode_trigger(trigger, emitted_at_ms=emitted_at),
+                )
+                self.counters.triggers += 1
+
+    async def _dead_letter(self, record: Any, error: EventError) -> None:
+        message = record.message
+        values = (
+            error.code,
+            error.path,
+            error.message,
+            message.topic,
+            str(message.partition),
+            str(message.offset),
+        )
+        headers = [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
+        await self.dlq_topic.send(key=record.key, value=record.value, headers=headers)
+        self.counters.dead_letters += 1
+        logger.info(
+            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, error
+        )
+
+    async def flush_projection(self) -> None:
+        await self.projection.flush(time.monotonic())
+
+    async def _on_shutdown(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await self.projection.flush(time.monotonic())
+        await self.projection.close()
+
+    def _counters_view(self) -> Any:
+        # Faust calls a page handler as handler(view, request): a plain function.
+        async def counters(view: Any, request: Any) -> Any:
+            return view.json(
+                {
+                    "events": self.counters.events,
+                    "dead_letters": self.counters.dead_letters,
+                    "triggers": self.counters.triggers,
+                    "projection_pending": self.projection.pending,
+                    "projection_written": self.projection.written,
+                }
+            )
+
+        return counters
+
+
+def _check_key(key: bytes | None, event: Event) -> None:
+    """The record key must be the event's user (or anonymous) id: the table
+    is partitioned by it, so another key would put state on the wrong worker."""
+    expected = event.key.encode()
+    if key != expected:
+        shown = key.decode(errors="replace") if key is not None else None
+        raise EventError(
+            "key_mismatch",
+            "$.user_id",
+            f"record key {shown!r} must equal the user_id (or anonymous_id) {event.key!r}",
+        )

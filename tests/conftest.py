@@ -1,0 +1,77 @@
+"""Shared fixtures.
+
+Integration and end-to-end tests run against a real Kafka broker and a real
+Redis server. The session starts the project's own local stack once (in a
+temporary directory, on free ports) and stops it at the end — unless
+USERPULSE_KAFKA_BOOTSTRAP is set, in which case that stack (and
+USERPULSE_REDIS_URL) is used as it is. Each test gets its own topic prefix,
+consumer group and Redis key prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agents.settings import Secret, Settings, StackSettings
+from agents.stack import Stack, free_port, free_ports
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    redis_url: str
+    started_here: bool
+
+
+@pytest.fixture(scope="session")
+def stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    external = os.environ.get("USERPULSE_KAFKA_BOOTSTRAP")
+    if external:
+        redis_url = os.environ.get("USERPULSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+        print(f"\nusing the running stack: Kafka {external}, Redis {redis_url}")
+        yield Endpoints(external, redis_url, started_here=False)
+        return
+    ports = dict(zip(("kafka_port", "controller_port", "redis_port"), free_ports(3), strict=True))
+    settings = StackSettings.from_env({})  # the cache dir and timeout defaults
+    stack = Stack(
+        StackSettings(
+            stack_dir=tmp_path_factory.mktemp("stack"),
+            cache_dir=settings.cache_dir,
+            timeout_s=settings.timeout_s,
+            **ports,
+        ),
+        progress=lambda message: print(f"stack: {message}"),
+    )
+    try:
+        endpoints = stack.up()
+    except BaseException:
+        stack.down()  # whatever did start (Redis before a failed Kafka) must not linger
+        raise
+    try:
+        yield Endpoints(endpoints.kafka_bootstrap, endpoints.redis_url, started_here=True)
+    finally:
+        stack.down()
+
+
+@pytest.fixture
+def settings(stack_endpoints: Endpoints, tmp_path: Path) -> Settings:
+    """Settings isolated to this test: own topics, group, Redis keys, data dir, port."""
+    run = uuid.uuid4().hex[:10]
+    return Settings(
+        kafka_bootstrap=stack_endpoints.kafka_bootstrap,
+        redis_url=Secret(stack_endpoints.redis_url),
+        topic_prefix=f"t{run}-",
+        app_id=f"t{run}",
+        store="rocksdb://",
+        data_dir=tmp_path / "data",
+        web_port=free_port(),
+        partitions=4,
+        redis_key_prefix=f"t{run}:",
+        log_level="info",
+    )

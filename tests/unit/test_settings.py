@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.settings import REFERENCE, Secret, Settings, StackSettings, redact_url
+from streams.errors import ConfigError
+
+
+def test_defaults_match_the_reference_table() -> None:
+    s = Settings.from_env({})
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.redis_url.reveal() == "redis://127.0.0.1:6379/0"
+    assert s.topic_prefix == ""
+    assert s.store == "rocksdb://"
+    assert s.partitions == 8
+    assert s.data_dir == Path(".userpulse/data")
+    documented = {name for name, _, _ in REFERENCE}
+    assert set(s.to_env()) <= documented
+
+
+def test_environment_overrides_and_round_trips_through_to_env() -> None:
+    env = {
+        "USERPULSE_KAFKA_BOOTSTRAP": "k1:9092,k2:9093",
+        "USERPULSE_REDIS_URL": "redis://:hunter2@r:6379/1",
+        "USERPULSE_TOPIC_PREFIX": "staging-",
+        "USERPULSE_STORE": "memory://",
+        "USERPULSE_PARTITIONS": "12",
+        "USERPULSE_LOG_LEVEL": "DEBUG",
+    }
+    s = Settings.from_env(env)
+    assert s.topic("user-events") == "staging-user-events"
+    assert s.partitions == 12 and s.store == "memory://" and s.log_level == "debug"
+    assert Settings.from_env(s.to_env()) == s
+
+
+def test_a_password_never_shows_in_repr() -> None:
+    s = Settings.from_env({"USERPULSE_REDIS_URL": "redis://:hunter2@r:6379/0"})
+    assert "hunter2" not in repr(s)
+    assert redact_url(s.redis_url.reveal()) == "redis://:***@r:6379/0"
+    assert repr(Secret("x")) == "Secret('**********')"
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        s.partitions = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("USERPULSE_PARTITIONS", "many", "not a whole number"),
+        ("USERPULSE_PARTITIONS", "0", "out of range"),
+        ("USERPULSE_WEB_PORT", "70000", "out of range"),
+        ("USERPULSE_STORE", "postgres://", "not supported"),
+        ("USERPULSE_KAFKA_BOOTSTRAP", "localhost", "not host:port"),
+        ("USERPULSE_REDIS_URL", "http://x", "not a redis://"),
+        ("USERPULSE_LOG_LEVEL", "loud", "unknown"),
+        ("USERPULSE_APP_ID", "", "empty"),
+        ("USERPULSE_PARTITONS", "8", "not a userpulse setting"),
+    ],
+)
+def test_a_bad_value_names_the_key_and_the_fix(key: str, value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({key: value})
+    assert info.value.key == key
+    assert fragment in info.value.problem
+    assert info.value.fix
+    assert str(info.value).startswith(f"{key}: ")
+
+
+def test_stack_settings_read_their_own_keys_and_reject_clashing_ports() -> None:
+    s = StackSettings.from_env({"USERPULSE_STACK_KAFKA_PORT": "19092", "USERPULSE_STACK_DIR": "/x"})
+    assert s.kafka_port == 19092 and s.stack_dir == Path("/x")
+    with pytest.raises(ConfigError) as info:
+        StackSettings.from_env({"USERPULSE_STACK_REDIS_PORT": "9092"})
+    assert "must differ" in info.value.problem
