@@ -6,21 +6,12 @@ dead-letter topic and the Redis profiles the worker produced.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-import orjson
 import pytest
 import redis
 from kafka import KafkaProducer
 
-from agents.admin import ensure_topics
 from agents.producer import EventProducer, new_event
 from agents.projection import profile_key
 from agents.reader import Record, collect
@@ -28,61 +19,9 @@ from agents.settings import Settings
 from streams import topics
 from streams.state import STAGE_ACQUIRED
 from streams.triggers import TYPE_STAGE_CHANGED, trigger_id_for
+from tests.e2e.conftest import Worker, counters, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-class Worker:
-    """A `userpulse worker` subprocess with its log."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("USERPULSE_")}
-        env.update(settings.to_env())
-        self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker"],
-            env=env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._out.close()
-
-
-@pytest.fixture
-def worker(settings: Settings, tmp_path: Path) -> Iterator[Worker]:
-    ensure_topics(settings)
-    w = Worker(settings, tmp_path / "worker.log")
-    try:
-        yield w
-    finally:
-        w.stop()
-
-
-def wait_for(predicate: object, timeout_s: float, worker: Worker, what: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert worker.proc.poll() is None, (
-            f"worker exited while waiting for {what}:\n{worker.tail()}"
-        )
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; worker log:\n{worker.tail()}")
 
 
 def test_worker_turns_events_into_triggers_dead_letters_and_profiles(
@@ -174,13 +113,11 @@ def test_worker_turns_events_into_triggers_dead_letters_and_profiles(
     assert worker.proc.poll() is None
 
     # the worker's own counters agree (served on its web port, used as health probe)
-    url = f"http://127.0.0.1:{settings.web_port}/counters/"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        counters = orjson.loads(response.read())
-    assert counters["events"] == len(docs) + 1  # the redelivery was read, not applied twice
-    assert counters["dead_letters"] == 1
-    assert counters["triggers"] == len(users)
-    assert counters["projection_pending"] == 0
+    seen = counters(settings)
+    assert seen["events"] == len(docs) + 1  # the redelivery was read, not applied twice
+    assert seen["dead_letters"] == 1
+    assert seen["triggers"] == len(users)
+    assert seen["projection_pending"] == 0
 
     # graceful shutdown on SIGTERM
     assert worker.stop() == 0, worker.tail()
