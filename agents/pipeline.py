@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
@@ -19,8 +19,19 @@ from agents.settings import Settings
 from streams import topics
 from streams.errors import EventError, StateError
 from streams.events import Event, Limits, parse_event
+from streams.identity import (
+    Alias,
+    IdentityMessage,
+    Merge,
+    aliases_to_send,
+    decode_identity,
+    encode_identity,
+    forward_to,
+    merge_states,
+    on_alias,
+)
 from streams.profile import profile_fields
-from streams.state import apply, decode_state, encode_state
+from streams.state import UserState, apply, decode_state, encode_state
 from streams.triggers import decide_on_event, encode_trigger
 
 logger = logging.getLogger(__name__)
@@ -101,7 +112,15 @@ class Pipeline:
         self.projection = RedisProjection.from_url(
             settings.redis_url.reveal(), settings.redis_key_prefix
         )
+        self.identity_topic = self.app.topic(
+            settings.topic(topics.IDENTITY),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            **raw,
+        )
         self.app.agent(self.events_topic, name="user-events")(self.process)
+        self.app.agent(self.identity_topic, name="identity")(self.process_identity)
         self.app.timer(PROJECTION_FLUSH_INTERVAL_S, name="redis-projection-flush")(
             self.flush_projection
         )
@@ -119,27 +138,81 @@ class Pipeline:
                 await self._dead_letter(record, error)
                 continue
             key: bytes = record.key
-            old_raw = self.state.get(key)
-            try:
-                old = decode_state(old_raw) if old_raw is not None else None
-            except StateError:
-                logger.exception("user-state for %r is unreadable; starting it afresh", key)
-                old = None
-            new = apply(old, event)
+            old = self._load(key)
             self.counters.events += 1
+            forward = forward_to(old, event)
+            if forward is not None:  # an anonymous id already merged into a user
+                await self._send_identity(forward)
+                continue
+            new = apply(old, event)
             if new is old:
                 continue  # a redelivered event: nothing changes
-            self.state[key] = encode_state(new)
-            self.projection.stage(
-                new.user_id, new.event_count, profile_fields(new, version=new.event_count)
-            )
-            emitted_at = now_ms()
-            for trigger in decide_on_event(old, new, event):
-                await self.trigger_topics[trigger.topic].send(
-                    key=trigger.user_id.encode(),
-                    value=encode_trigger(trigger, emitted_at_ms=emitted_at),
+            await self._store(key, old, new, event)
+            for alias in aliases_to_send(old, event):
+                await self._send_identity(alias)
+
+    async def process_identity(self, stream: Any) -> None:
+        """The identity agent: the steps of an anonymous → user merge
+        (see :mod:`streams.identity`)."""
+        async for record in stream.events():
+            try:
+                message = decode_identity(record.value or b"")
+            except StateError:
+                logger.exception(
+                    "skipping malformed identity message at %s[%d]@%d",
+                    record.message.topic,
+                    record.message.partition,
+                    record.message.offset,
                 )
-                self.counters.triggers += 1
+                continue
+            key: bytes = record.key
+            old = self._load(key)
+            if isinstance(message, Alias):
+                marked, merge = on_alias(old, message, now_ms())
+                if marked != old:
+                    await self._store(key, old, marked, None)
+                await self._send_identity(merge)
+            elif isinstance(message, Merge):
+                merged = merge_states(old, message)
+                if merged is not None and merged is not old:
+                    await self._store(key, old, merged, None)
+            else:
+                new = apply(old, message.event)
+                if new is not old:
+                    await self._store(key, old, new, message.event)
+
+    def _load(self, key: bytes) -> UserState | None:
+        raw = self.state.get(key)
+        if raw is None:
+            return None
+        try:
+            return decode_state(raw)
+        except StateError:
+            logger.exception("user-state for %r is unreadable; starting it afresh", key)
+            return None
+
+    async def _store(
+        self, key: bytes, old: UserState | None, new: UserState, event: Event | None
+    ) -> None:
+        """Persist ``new``, stage its profile, send the triggers ``event`` caused."""
+        new = replace(new, revision=(old.revision if old is not None else 0) + 1)
+        self.state[key] = encode_state(new)
+        if new.event_count > 0:
+            self.projection.stage(
+                new.user_id, new.revision, profile_fields(new, version=new.revision)
+            )
+        if event is None:
+            return
+        emitted_at = now_ms()
+        for trigger in decide_on_event(old, new, event):
+            await self.trigger_topics[trigger.topic].send(
+                key=trigger.user_id.encode(),
+                value=encode_trigger(trigger, emitted_at_ms=emitted_at),
+            )
+            self.counters.triggers += 1
+
+    async def _send_identity(self, message: IdentityMessage) -> None:
+        await self.identity_topic.send(key=message.key.encode(), value=encode_identity(message))
 
     async def _dead_letter(self, record: Any, error: EventError) -> None:
         message = record.message

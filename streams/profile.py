@@ -22,5 +22,9 @@ def profile_fields(state: UserState, *, version: int) -> dict[str, str]:
     the projection never lets an older version overwrite a newer one."""
     fields = {k: str(v) for k, v in profile_snapshot(state).items()}
     fields["user_id"] = state.user_id
+    if state.merged_into is not None:
+        fields["merged_into"] = state.merged_into
+    if state.merged_from:
+        fields["merged_from"] = ",".join(state.merged_from)
     fields["version"] = str(version)
     return fields

@@ -22,6 +22,8 @@ SCHEMA_VERSION = 1
 DEDUP_WINDOW = 16
 
 STAGE_ACQUIRED = "acquired"
+#: an anonymous id whose history now belongs to a known user (see streams.identity)
+STAGE_MERGED = "merged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,13 @@ class UserState:
     event_count: int
     stage: str
     recent_events: tuple[str, ...] = ()
+    #: anonymous ids whose history was merged into this user (identity)
+    merged_from: tuple[str, ...] = ()
+    #: set on an anonymous id's state once it was merged into that user;
+    #: later events of the anonymous id are forwarded there
+    merged_into: str | None = None
+    #: bumped by every stored change; orders the Redis projection's writes
+    revision: int = 0
     schema_version: int = SCHEMA_VERSION
 
 
@@ -77,6 +86,7 @@ def decode_state(raw: bytes) -> UserState:
     try:
         doc: dict[str, Any] = orjson.loads(raw)
         doc["recent_events"] = tuple(doc.get("recent_events", ()))
+        doc["merged_from"] = tuple(doc.get("merged_from", ()))
         return UserState(**doc)
     except (orjson.JSONDecodeError, TypeError) as exc:
         raise StateError(f"cannot decode user state: {exc}") from exc

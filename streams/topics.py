@@ -11,6 +11,9 @@ TRIGGERS_CART_ABANDONMENT = "triggers.cart-abandonment"
 TRIGGERS_CHURN_WARNING = "triggers.churn-warning"
 TRIGGERS_ACTIVATION_STALLED = "triggers.activation-stalled"
 
+#: internal: identity merge messages, co-partitioned with user-events
+IDENTITY = "user-events.identity"
+
 TRIGGER_TOPICS = (
     TRIGGERS_LIFECYCLE,
     TRIGGERS_CART_ABANDONMENT,
@@ -19,7 +22,7 @@ TRIGGER_TOPICS = (
 )
 
 #: Every topic a worker reads or writes, besides Faust's own internal ones.
-ALL_TOPICS = (USER_EVENTS, DEAD_LETTERS, *TRIGGER_TOPICS)
+ALL_TOPICS = (USER_EVENTS, DEAD_LETTERS, IDENTITY, *TRIGGER_TOPICS)
 
 
 def prefixed(prefix: str, name: str) -> str:

@@ -1,0 +1,74 @@
+"""Anonymous activity joins the user's history after identification, across partitions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from agents.producer import EventProducer, new_event
+from agents.projection import profile_key
+from agents.settings import Settings
+from tests.e2e.conftest import Worker, counters, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_anonymous_history_merges_into_the_user_and_later_anonymous_events_follow(
+    settings: Settings, worker: Worker
+) -> None:
+    anon, user = "anon-7f3e", "user-42"
+    base = time.time_ns() // 1_000_000 - 30_000
+    client = redis.Redis.from_url(settings.redis_url.reveal(), decode_responses=True)
+
+    def profile(key: str) -> dict[str, str]:
+        return client.hgetall(profile_key(settings.redis_key_prefix, key))
+
+    identify = new_event(
+        user, "user_identified", {}, anonymous_id=anon, timestamp_ms=base + 300, event_id="id-1"
+    )
+    with EventProducer(settings) as producer:
+        producer.send(
+            new_event(None, "page_viewed", {}, anonymous_id=anon, timestamp_ms=base + 100)
+        )
+        producer.send(
+            new_event(
+                None,
+                "product_viewed",
+                {"product_id": "p1"},
+                anonymous_id=anon,
+                timestamp_ms=base + 200,
+            )
+        )
+        producer.flush()
+        wait_for(
+            lambda: profile(anon).get("event_count") == "2", 90, worker, "the anonymous profile"
+        )
+        producer.send(identify)
+
+    wait_for(lambda: profile(user).get("merged_from") == anon, 60, worker, "the merge")
+    merged = profile(user)
+    assert merged["event_count"] == "3"  # two anonymous events + the identification
+    assert merged["first_seen"] == str(base + 100)
+    assert merged["last_seen"] == str(base + 300)
+    wait_for(lambda: profile(anon).get("merged_into") == user, 30, worker, "the anonymous marker")
+
+    with EventProducer(settings) as producer:
+        # the visitor's cookie still sends the anonymous id: forwarded to the user
+        producer.send(
+            new_event(None, "page_viewed", {}, anonymous_id=anon, timestamp_ms=base + 400)
+        )
+        producer.send(identify)  # the identification delivered again: nothing changes
+    wait_for(
+        lambda: counters(settings)["events"] == 5 and counters(settings)["projection_pending"] == 0,
+        30,
+        worker,
+        "the later events",
+    )
+    wait_for(lambda: profile(user).get("event_count") == "4", 30, worker, "the forwarded event")
+    final = profile(user)
+    assert final["last_seen"] == str(base + 400)
+    assert final["merged_from"] == anon
+    assert profile(anon)["event_count"] == "2"  # the anonymous history is not counted again
+    client.close()
