@@ -114,6 +114,7 @@ def worker(web_port: int | None) -> None:
     settings = Settings.from_env()
     if web_port is not None:
         settings = dataclasses.replace(settings, web_port=web_port)
+    settings.load_policy()  # a bad policy file stops the worker before it joins the group
     created = ensure_topics(settings)
     if created:
         click.echo(f"created topics: {', '.join(created)}", err=True)
@@ -203,6 +204,18 @@ def settings() -> None:
     for name, default, meaning in REFERENCE:
         click.echo(f"{name:34} {default or '(empty)':28} {meaning}")
 
+
+def _register_commands() -> None:
+    from agents.deadletters import dlq_group
+    from agents.ingest import produce_command
+    from agents.segments import segments_command
+
+    main.add_command(segments_command)
+    main.add_command(produce_command)
+    main.add_command(dlq_group)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -17,21 +17,22 @@ import faust
 from agents.projection import RedisProjection
 from agents.settings import Settings
 from streams import topics
+from streams.derived import (
+    Alias,
+    DerivedMessage,
+    Forward,
+    Merge,
+    ReferralCredit,
+    decode_derived,
+    encode_derived,
+)
 from streams.errors import EventError, StateError
 from streams.events import Event, Limits, parse_event
-from streams.identity import (
-    Alias,
-    IdentityMessage,
-    Merge,
-    aliases_to_send,
-    decode_identity,
-    encode_identity,
-    forward_to,
-    merge_states,
-    on_alias,
-)
-from streams.profile import profile_fields
-from streams.state import UserState, apply, decode_state, encode_state
+from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
+from streams.policy import DEFAULT_POLICY, Policy
+from streams.profile import profile_fields, profile_indexes
+from streams.referral import credits_to_send, on_referral_credit
+from streams.state import UserState, apply, decode_state, encode_state, erased_marker
 from streams.triggers import decide_on_event, encode_trigger
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,9 @@ class Counters:
 class Pipeline:
     """The Faust app of one userpulse worker, configured by ``settings``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, policy: Policy = DEFAULT_POLICY) -> None:
         self.settings = settings
+        self.policy = policy
         self.counters = Counters()
         self.limits = Limits(
             max_bytes=settings.max_event_bytes,
@@ -84,6 +86,8 @@ class Pipeline:
             consumer_auto_offset_reset="earliest",
             autodiscover=False,
             producer_acks=-1,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.events_topic = self.app.topic(
@@ -112,15 +116,15 @@ class Pipeline:
         self.projection = RedisProjection.from_url(
             settings.redis_url.reveal(), settings.redis_key_prefix
         )
-        self.identity_topic = self.app.topic(
-            settings.topic(topics.IDENTITY),
+        self.derived_topic = self.app.topic(
+            settings.topic(topics.DERIVED),
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.partitions,
             **raw,
         )
         self.app.agent(self.events_topic, name="user-events")(self.process)
-        self.app.agent(self.identity_topic, name="identity")(self.process_identity)
+        self.app.agent(self.derived_topic, name="derived")(self.process_derived)
         self.app.timer(PROJECTION_FLUSH_INTERVAL_S, name="redis-projection-flush")(
             self.flush_projection
         )
@@ -142,24 +146,28 @@ class Pipeline:
             self.counters.events += 1
             forward = forward_to(old, event)
             if forward is not None:  # an anonymous id already merged into a user
-                await self._send_identity(forward)
+                await self._send_derived(forward)
                 continue
-            new = apply(old, event)
+            new = apply(old, event, self.policy)
             if new is old:
                 continue  # a redelivered event: nothing changes
             await self._store(key, old, new, event)
-            for alias in aliases_to_send(old, event):
-                await self._send_identity(alias)
+            outgoing: list[DerivedMessage] = [
+                *aliases_to_send(old, event),
+                *credits_to_send(old, new, event),
+            ]
+            for message in outgoing:
+                await self._send_derived(message)
 
-    async def process_identity(self, stream: Any) -> None:
-        """The identity agent: the steps of an anonymous → user merge
-        (see :mod:`streams.identity`)."""
+    async def process_derived(self, stream: Any) -> None:
+        """The derived-messages agent: identity merges and referral credits
+        (see :mod:`streams.derived`)."""
         async for record in stream.events():
             try:
-                message = decode_identity(record.value or b"")
+                message = decode_derived(record.value or b"")
             except StateError:
                 logger.exception(
-                    "skipping malformed identity message at %s[%d]@%d",
+                    "skipping malformed derived message at %s[%d]@%d",
                     record.message.topic,
                     record.message.partition,
                     record.message.offset,
@@ -171,15 +179,19 @@ class Pipeline:
                 marked, merge = on_alias(old, message, now_ms())
                 if marked != old:
                     await self._store(key, old, marked, None)
-                await self._send_identity(merge)
+                await self._send_derived(merge)
             elif isinstance(message, Merge):
-                merged = merge_states(old, message)
+                merged = merge_states(old, message, self.policy)
                 if merged is not None and merged is not old:
-                    await self._store(key, old, merged, None)
-            else:
-                new = apply(old, message.event)
+                    await self._store(key, old, merged, message.cause(merged.last_seen_ms))
+            elif isinstance(message, Forward):
+                new = apply(old, message.event, self.policy)
                 if new is not old:
                     await self._store(key, old, new, message.event)
+            elif isinstance(message, ReferralCredit):
+                credited = on_referral_credit(old, message, self.policy)
+                if credited is not old:
+                    await self._store(key, old, credited, message.cause())
 
     def _load(self, key: bytes) -> UserState | None:
         raw = self.state.get(key)
@@ -192,15 +204,29 @@ class Pipeline:
             return None
 
     async def _store(
-        self, key: bytes, old: UserState | None, new: UserState, event: Event | None
+        self, key: bytes, old: UserState | None, new: UserState | None, event: Event | None
     ) -> None:
-        """Persist ``new``, stage its profile, send the triggers ``event`` caused."""
-        new = replace(new, revision=(old.revision if old is not None else 0) + 1)
-        self.state[key] = encode_state(new)
-        if new.event_count > 0:
-            self.projection.stage(
-                new.user_id, new.revision, profile_fields(new, version=new.revision)
+        """Persist ``new`` (``None``: erase the user), project it to Redis, and
+        send the lifecycle triggers ``event`` caused (None: a derived change
+        with no event of its own)."""
+        revision = (old.revision if old is not None else 0) + 1
+        if new is None:  # erasure: only a marker with the revision stays
+            user_id = old.user_id if old is not None else key.decode()
+            at_ms = event.timestamp_ms if event is not None else now_ms()
+            self.state[key] = encode_state(
+                replace(erased_marker(user_id, at_ms), revision=revision)
             )
+            self.projection.erase(user_id, revision)
+        else:
+            new = replace(new, revision=revision)
+            self.state[key] = encode_state(new)
+            if new.event_count > 0:
+                self.projection.stage(
+                    new.user_id,
+                    revision,
+                    profile_fields(new, version=revision),
+                    profile_indexes(new),
+                )
         if event is None:
             return
         emitted_at = now_ms()
@@ -211,8 +237,8 @@ class Pipeline:
             )
             self.counters.triggers += 1
 
-    async def _send_identity(self, message: IdentityMessage) -> None:
-        await self.identity_topic.send(key=message.key.encode(), value=encode_identity(message))
+    async def _send_derived(self, message: DerivedMessage) -> None:
+        await self.derived_topic.send(key=message.key.encode(), value=encode_derived(message))
 
     async def _dead_letter(self, record: Any, error: EventError) -> None:
         message = record.message
@@ -248,6 +274,8 @@ class Pipeline:
                     "triggers": self.counters.triggers,
                     "projection_pending": self.projection.pending,
                     "projection_written": self.projection.written,
+                    "projection_erased": self.projection.erased,
+                    "projection_stale_skipped": self.projection.stale_skipped,
                 }
             )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from streams.errors import ConfigError
+from streams.policy import DEFAULT_POLICY, Policy, parse_policy
 
 
 class Secret:
@@ -80,6 +81,16 @@ REFERENCE: tuple[tuple[str, str, str], ...] = (
         "600",
         "how far in the future an event timestamp may be, in seconds",
     ),
+    (
+        "USERPULSE_SESSION_TIMEOUT_S",
+        "30",
+        "seconds before the group gives a crashed worker's partitions to the others",
+    ),
+    (
+        "USERPULSE_POLICY_FILE",
+        "",
+        "the operations policy (TOML; see deploy/policy.toml); empty = built-in defaults",
+    ),
     # The local development stack (`userpulse stack up`):
     (
         "USERPULSE_STACK_DIR",
@@ -118,6 +129,8 @@ class Settings:
     log_level: str = "info"
     max_event_bytes: int = 65536
     max_future_skew_s: int = 600
+    policy_file: Path | None = None
+    session_timeout_s: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -178,6 +191,10 @@ class Settings:
             log_level=log_level,
             max_event_bytes=_int(env, "USERPULSE_MAX_EVENT_BYTES", 256, 16 * 1024 * 1024),
             max_future_skew_s=_int(env, "USERPULSE_MAX_FUTURE_SKEW_S", 0, 365 * 86400),
+            session_timeout_s=_int(env, "USERPULSE_SESSION_TIMEOUT_S", 6, 1800),
+            policy_file=Path(get("USERPULSE_POLICY_FILE"))
+            if get("USERPULSE_POLICY_FILE")
+            else None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -195,7 +212,24 @@ class Settings:
             "USERPULSE_LOG_LEVEL": self.log_level,
             "USERPULSE_MAX_EVENT_BYTES": str(self.max_event_bytes),
             "USERPULSE_MAX_FUTURE_SKEW_S": str(self.max_future_skew_s),
+            "USERPULSE_POLICY_FILE": str(self.policy_file) if self.policy_file else "",
+            "USERPULSE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
         }
+
+    def load_policy(self) -> Policy:
+        """The operations policy from ``USERPULSE_POLICY_FILE`` (defaults when unset)."""
+        if self.policy_file is None:
+            return DEFAULT_POLICY
+        try:
+            text = self.policy_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                "USERPULSE_POLICY_FILE",
+                f"cannot read {self.policy_file} ({exc.strerror or exc})",
+                "point it at a readable TOML file (deploy/policy.toml documents every key), "
+                "or unset it for the defaults",
+            ) from None
+        return parse_policy(text, source=str(self.policy_file))
 
     def topic(self, name: str) -> str:
         """The real name of contract topic ``name`` under this deployment's prefix."""

@@ -16,7 +16,7 @@ def run_worker(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT (graceful: offsets committed,
     staged Redis profiles flushed, tables closed)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline(settings, settings.load_policy())
     logger.info(
         "userpulse worker: app %s, Kafka %s, Redis %s, topics prefix %r, store %s",
         settings.app_id,

@@ -2,17 +2,17 @@
 known (``user_identified``, or a ``signed_up`` that carries both ids).
 
 State is keyed by user id — or by anonymous id before sign-up — so the two
-histories live on different partitions, often on different workers. Nothing
-reads another partition's state; the merge is three messages on the internal
-``user-events.identity`` topic, co-partitioned with ``user-events``:
+histories live on different partitions. The merge is three derived messages
+(:mod:`streams.derived`):
 
 1. the user's partition sees an event with both ids and sends
-   :class:`Alias` (keyed by the anonymous id);
+   :class:`~streams.derived.Alias` (keyed by the anonymous id);
 2. the anonymous id's partition marks its state ``merged_into`` the user and
-   answers :class:`Merge` with a snapshot of that state (keyed by the user id);
-   any later event of the anonymous id is sent on as :class:`Forward`;
-3. the user's partition merges the snapshot (:func:`merge_states`) and applies
-   forwarded events as its own.
+   answers :class:`~streams.derived.Merge` with a snapshot of that state;
+   any later event of the anonymous id is sent on as
+   :class:`~streams.derived.Forward`;
+3. the user's partition folds the snapshot in (:func:`merge_states`) and
+   applies forwarded events as its own.
 
 Every step is idempotent: a redelivered Alias re-sends the same snapshot and
 a Merge already in ``merged_from`` changes nothing.
@@ -20,54 +20,18 @@ a Merge already in ``merged_from`` changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import replace
 
-import orjson
-
-from streams.errors import StateError
+from streams.derived import Alias, Forward, Merge
 from streams.events import Event
-from streams.state import DEDUP_WINDOW, STAGE_MERGED, UserState, apply
-
-
-@dataclass(frozen=True, slots=True)
-class Alias:
-    """To the anonymous id's partition: you are ``user_id`` now."""
-
-    user_id: str
-    anonymous_id: str
-
-    @property
-    def key(self) -> str:
-        return self.anonymous_id
-
-
-@dataclass(frozen=True, slots=True)
-class Merge:
-    """To the user's partition: the anonymous history to merge (None: there was none)."""
-
-    user_id: str
-    anonymous_id: str
-    state: UserState | None
-
-    @property
-    def key(self) -> str:
-        return self.user_id
-
-
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """To the user's partition: an event the anonymous id sent after the merge."""
-
-    user_id: str
-    event: Event
-
-    @property
-    def key(self) -> str:
-        return self.user_id
-
-
-IdentityMessage = Alias | Merge | Forward
+from streams.policy import Policy
+from streams.state import (
+    ACTIVITY_DAYS,
+    DEDUP_WINDOW,
+    STAGE_MERGED,
+    UserState,
+    derive,
+)
 
 
 def aliases_to_send(state: UserState | None, event: Event) -> list[Alias]:
@@ -90,16 +54,14 @@ def on_alias(anonymous: UserState | None, alias: Alias, now_ms: int) -> tuple[Us
             user_id=alias.anonymous_id,
             first_seen_ms=now_ms,
             last_seen_ms=now_ms,
-            event_count=0,
             stage=STAGE_MERGED,
             merged_into=alias.user_id,
         )
         return marker, Merge(alias.user_id, alias.anonymous_id, None)
     if anonymous.merged_into == alias.user_id:  # a redelivered Alias: same answer
         return anonymous, Merge(alias.user_id, alias.anonymous_id, _snapshot(anonymous))
-    snapshot = _snapshot(anonymous)
     return replace(anonymous, merged_into=alias.user_id), Merge(
-        alias.user_id, alias.anonymous_id, snapshot
+        alias.user_id, alias.anonymous_id, _snapshot(anonymous)
     )
 
 
@@ -115,82 +77,64 @@ def forward_to(state: UserState | None, event: Event) -> Forward | None:
     return Forward(state.merged_into, replace(event, user_id=state.merged_into))
 
 
-def merge_states(user: UserState | None, merge: Merge) -> UserState | None:
-    """The user's state with the anonymous history folded in (idempotent)."""
+def merge_states(user: UserState | None, merge: Merge, policy: Policy) -> UserState | None:
+    """The user's state with the anonymous history folded in (idempotent).
+
+    Counts and money add up; first times take the earlier, last times the
+    later; the acquisition channel and campaign are the first touch's; the
+    cart is the more recently changed one; consent and sign-up stay the
+    user's own. Stage, health, RFM and tier are derived again."""
     if user is not None and merge.anonymous_id in user.merged_from:
         return user
     anon = merge.state
     if anon is None:
-        return (
-            None
-            if user is None
-            else replace(user, merged_from=(*user.merged_from, merge.anonymous_id))
-        )
+        if user is None:
+            return None
+        return replace(user, merged_from=(*user.merged_from, merge.anonymous_id))
     if user is None:
-        return replace(anon, user_id=merge.user_id, merged_from=(merge.anonymous_id,))
+        adopted = replace(anon, user_id=merge.user_id, merged_from=(merge.anonymous_id,))
+        return derive(adopted, adopted.last_seen_ms, policy)
+    first_touch = anon if anon.first_seen_ms < user.first_seen_ms else user
+    carts = [c for c in (user.cart, anon.cart) if c is not None]
     recent = tuple(dict.fromkeys((*anon.recent_events, *user.recent_events)))
-    return replace(
+    day, bits = _merged_activity(user, anon)
+    merged = replace(
         user,
         first_seen_ms=min(user.first_seen_ms, anon.first_seen_ms),
         last_seen_ms=max(user.last_seen_ms, anon.last_seen_ms),
         event_count=user.event_count + anon.event_count,
+        activation_ms=_earliest(user.activation_ms, anon.activation_ms),
+        retained_ms=_earliest(user.retained_ms, anon.retained_ms),
+        first_order_ms=_earliest(user.first_order_ms, anon.first_order_ms),
+        last_order_ms=_latest(user.last_order_ms, anon.last_order_ms),
+        order_count=user.order_count + anon.order_count,
+        revenue=round(user.revenue + anon.revenue, 2),
+        refunds=round(user.refunds + anon.refunds, 2),
+        sessions=user.sessions + anon.sessions,
+        activity_day=day,
+        activity_bits=bits,
+        cart=max(carts, key=lambda c: c.last_change_ms) if carts else None,
+        channel=first_touch.channel or user.channel or anon.channel,
+        campaign=first_touch.campaign or user.campaign or anon.campaign,
         recent_events=recent[-DEDUP_WINDOW:],
         merged_from=(*user.merged_from, merge.anonymous_id),
     )
+    return derive(merged, merged.last_seen_ms, policy)
 
 
-def apply_forward(user: UserState | None, forward: Forward) -> UserState:
-    return apply(user, forward.event)
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return min(x for x in (a, b) if x is not None) if a is not None or b is not None else None
 
 
-# ---- wire format of the internal topic -------------------------------------
-def encode_identity(message: IdentityMessage) -> bytes:
-    doc: dict[str, Any]
-    if isinstance(message, Alias):
-        doc = {"kind": "alias", "user_id": message.user_id, "anonymous_id": message.anonymous_id}
-    elif isinstance(message, Merge):
-        doc = {
-            "kind": "merge",
-            "user_id": message.user_id,
-            "anonymous_id": message.anonymous_id,
-            "state": asdict(message.state) if message.state is not None else None,
-        }
-    else:
-        doc = {"kind": "forward", "user_id": message.user_id, "event": message.event.to_dict()}
-    return orjson.dumps(doc)
+def _latest(a: int | None, b: int | None) -> int | None:
+    return max(x for x in (a, b) if x is not None) if a is not None or b is not None else None
 
 
-def decode_identity(raw: bytes) -> IdentityMessage:
-    """Decode an internal identity message; :class:`StateError` if malformed
-    (only userpulse writes this topic, so that is a bug, not bad input)."""
-    try:
-        doc = orjson.loads(raw)
-        kind = doc["kind"]
-        if kind == "alias":
-            return Alias(doc["user_id"], doc["anonymous_id"])
-        if kind == "merge":
-            state = doc["state"]
-            if state is not None:
-                state = UserState(
-                    **{
-                        **state,
-                        "recent_events": tuple(state.get("recent_events", ())),
-                        "merged_from": tuple(state.get("merged_from", ())),
-                    }
-                )
-            return Merge(doc["user_id"], doc["anonymous_id"], state)
-        if kind == "forward":
-            e = doc["event"]
-            event = Event(
-                event_id=e["event_id"],
-                type=e["type"],
-                timestamp_ms=e["timestamp"],
-                user_id=e.get("user_id"),
-                anonymous_id=e.get("anonymous_id"),
-                properties=e.get("properties", {}),
-                context=e.get("context", {}),
-            )
-            return Forward(doc["user_id"], event)
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise StateError(f"malformed identity message: {exc}") from exc
-    raise StateError(f"unknown identity message kind {kind!r}")
+def _merged_activity(a: UserState, b: UserState) -> tuple[int, int]:
+    day = max(a.activity_day, b.activity_day)
+    mask = (1 << ACTIVITY_DAYS) - 1
+    bits = 0
+    for s in (a, b):
+        if s.activity_bits and day - s.activity_day < ACTIVITY_DAYS:
+            bits |= (s.activity_bits << (day - s.activity_day)) & mask
+    return day, bits

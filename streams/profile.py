@@ -6,25 +6,60 @@ from typing import Any
 
 from streams.state import UserState
 
+#: Redis membership indexes: dimension → the state field it indexes
+INDEX_DIMENSIONS = ("stage", "health", "segment", "tier")
+
 
 def profile_snapshot(state: UserState) -> dict[str, Any]:
     """The profile context a trigger carries so a consumer need not look it up."""
+    cart = state.cart
     return {
         "stage": state.stage,
+        "health": state.health,
+        "segment": state.segment,
+        "tier": state.tier,
+        "rfm": list(state.rfm) if state.rfm is not None else None,
+        "ltv": state.ltv,
+        "orders": state.order_count,
         "first_seen": state.first_seen_ms,
         "last_seen": state.last_seen_ms,
         "event_count": state.event_count,
+        "cart_value": cart.value if cart is not None else 0.0,
+        "consent": dict(state.consent),
     }
 
 
 def profile_fields(state: UserState, *, version: int) -> dict[str, str]:
-    """The flat field map of the user's Redis hash. ``version`` orders writes:
-    the projection never lets an older version overwrite a newer one."""
-    fields = {k: str(v) for k, v in profile_snapshot(state).items()}
-    fields["user_id"] = state.user_id
-    if state.merged_into is not None:
-        fields["merged_into"] = state.merged_into
-    if state.merged_from:
-        fields["merged_from"] = ",".join(state.merged_from)
-    fields["version"] = str(version)
-    return fields
+    """The flat field map of the user's Redis hash (absent values are left
+    out). ``version`` orders writes: the projection never lets an older
+    version overwrite a newer one."""
+    cart = state.cart
+    raw: dict[str, Any] = {
+        "user_id": state.user_id,
+        "version": version,
+        "stage": state.stage,
+        "health": state.health,
+        "segment": state.segment,
+        "rfm": "".join(map(str, state.rfm)) if state.rfm is not None else None,
+        "tier": state.tier,
+        "ltv": state.ltv,
+        "orders": state.order_count,
+        "first_seen": state.first_seen_ms,
+        "last_seen": state.last_seen_ms,
+        "event_count": state.event_count,
+        "sessions": state.sessions,
+        "cart_value": cart.value if cart is not None else None,
+        "cart_items": sum(i.quantity for i in cart.items) if cart is not None else None,
+        "channel": state.channel,
+        "referrals": state.referral_count or None,
+        "merged_into": state.merged_into,
+        "merged_from": ",".join(state.merged_from) or None,
+    }
+    for channel, granted in state.consent:
+        raw[f"consent:{channel}"] = "1" if granted else "0"
+    return {k: str(v) for k, v in raw.items() if v is not None}
+
+
+def profile_indexes(state: UserState) -> dict[str, str | None]:
+    """Index memberships: dimension → value (None: in no set of that dimension)."""
+    return {dimension: getattr(state, dimension) for dimension in INDEX_DIMENSIONS}

@@ -11,8 +11,9 @@ TRIGGERS_CART_ABANDONMENT = "triggers.cart-abandonment"
 TRIGGERS_CHURN_WARNING = "triggers.churn-warning"
 TRIGGERS_ACTIVATION_STALLED = "triggers.activation-stalled"
 
-#: internal: identity merge messages, co-partitioned with user-events
-IDENTITY = "user-events.identity"
+#: internal: derived messages between partitions (identity merges, referral
+#: credits), co-partitioned with user-events
+DERIVED = "user-events.derived"
 
 TRIGGER_TOPICS = (
     TRIGGERS_LIFECYCLE,
@@ -22,7 +23,7 @@ TRIGGER_TOPICS = (
 )
 
 #: Every topic a worker reads or writes, besides Faust's own internal ones.
-ALL_TOPICS = (USER_EVENTS, DEAD_LETTERS, IDENTITY, *TRIGGER_TOPICS)
+ALL_TOPICS = (USER_EVENTS, DEAD_LETTERS, DERIVED, *TRIGGER_TOPICS)
 
 
 def prefixed(prefix: str, name: str) -> str:

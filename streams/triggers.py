@@ -14,12 +14,16 @@ from typing import Any
 
 import orjson
 
-from streams import topics
+from streams import lifecycle, topics
 from streams.events import Event
 from streams.profile import profile_snapshot
-from streams.state import UserState
+from streams.state import STAGE_ERASED, STAGE_MERGED, UserState
 
 TYPE_STAGE_CHANGED = "stage_changed"
+TYPE_HEALTH_CHANGED = "health_changed"
+TYPE_TIER_CHANGED = "tier_changed"
+TYPE_SEGMENT_CHANGED = "segment_changed"
+TYPE_ERASED = "user_erased"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,25 +62,119 @@ def encode_trigger(trigger: Trigger, *, emitted_at_ms: int) -> bytes:
     )
 
 
-def decide_on_event(old: UserState | None, new: UserState, event: Event) -> list[Trigger]:
-    """Triggers caused by ``event`` moving the user from ``old`` to ``new``."""
-    if old is None or old.stage != new.stage:
-        before = old.stage if old is not None else None
+def decide_on_event(old: UserState | None, new: UserState | None, event: Event) -> list[Trigger]:
+    """Lifecycle triggers caused by ``event`` moving the user from ``old`` to
+    ``new`` (``new`` is None after erasure): stage, health, tier and RFM
+    segment changes, each with before/after and the rule."""
+    if old is not None and old.stage == STAGE_ERASED:
+        old = None  # after an erasure the user starts afresh
+    if new is None:
+        if old is None:
+            return []
         return [
             Trigger(
-                trigger_id=trigger_id_for(TYPE_STAGE_CHANGED, new.user_id, new.stage),
-                type=TYPE_STAGE_CHANGED,
+                trigger_id=trigger_id_for(TYPE_ERASED, old.user_id, event.event_id),
+                type=TYPE_ERASED,
                 topic=topics.TRIGGERS_LIFECYCLE,
-                user_id=new.user_id,
+                user_id=old.user_id,
                 occurred_at_ms=event.timestamp_ms,
-                reason={
-                    "rule": "first_seen" if old is None else "stage_rule",
-                    "from": before,
-                    "to": new.stage,
-                    "event_id": event.event_id,
-                    "event_type": event.type,
-                },
-                profile=profile_snapshot(new),
+                reason={"rule": "user_deleted", "event_id": event.event_id},
+                profile={},  # erased: no personal data travels on
             )
         ]
-    return []
+    if new.stage == STAGE_MERGED:
+        return []
+    triggers: list[Trigger] = []
+    if old is None or old.stage != new.stage:
+        before = old.stage if old is not None else None
+        rule = _stage_rule(old, new)
+        triggers.append(_change(TYPE_STAGE_CHANGED, new, event, before, new.stage, rule, new.stage))
+    if old is None:
+        return triggers
+    for trigger_type, dimension, rule in _TRACKED:
+        before, after = getattr(old, dimension), getattr(new, dimension)
+        if before != after:
+            triggers.append(_change(trigger_type, new, event, before, after, rule, event.event_id))
+    return triggers
+    if old.health != new.health:
+        triggers.append(
+            _change(
+                TYPE_HEALTH_CHANGED,
+                new,
+                event,
+                old.health,
+                new.health,
+                "health_policy",
+                event.event_id,
+            )
+        )
+    if old.tier != new.tier:
+        triggers.append(
+            _change(
+                TYPE_TIER_CHANGED, new, event, old.tier, new.tier, "tier_thresholds", event.event_id
+            )
+        )
+    if old.segment != new.segment:
+        triggers.append(
+            _change(
+                TYPE_SEGMENT_CHANGED, new, event, old.segment, new.segment, "rfm", event.event_id
+            )
+        )
+    return triggers
+
+
+#: (trigger type, state field, rule name) of the changes besides the stage
+_TRACKED = (
+    (TYPE_HEALTH_CHANGED, "health", "health_policy"),
+    (TYPE_TIER_CHANGED, "tier", "tier_thresholds"),
+    (TYPE_SEGMENT_CHANGED, "segment", "rfm_segment"),
+)
+
+
+def _stage_rule(old: UserState | None, new: UserState) -> str:
+    if old is None:
+        return "first_seen"
+    return {
+        lifecycle.ACTIVATED: "key_action_within_activation_window",
+        lifecycle.RETAINED: "active_again_in_a_later_period",
+        lifecycle.MONETIZED: "first_order",
+        lifecycle.REPEAT_BUYER: "repeat_orders",
+        lifecycle.REFERRER: "referral_converted",
+    }.get(new.stage, "stage_rule")
+
+
+def _change(
+    trigger_type: str,
+    new: UserState,
+    event: Event,
+    before: str | None,
+    after: str | None,
+    rule: str,
+    anchor: str,
+) -> Trigger:
+    """A lifecycle change. A stage is reached once, so its id is anchored on
+    the stage; health, tier and segment can move back and forth, so theirs on
+    the event that moved them."""
+    reason: dict[str, Any] = {
+        "rule": rule,
+        "from": before,
+        "to": after,
+        "event_id": event.event_id,
+        "event_type": event.type,
+        "numbers": {
+            "orders": new.order_count,
+            "ltv": new.ltv,
+            "rfm": list(new.rfm) if new.rfm is not None else None,
+            "last_seen": new.last_seen_ms,
+            "referrals": new.referral_count,
+        },
+    }
+    return Trigger(
+        trigger_id=trigger_id_for(trigger_type, new.user_id, anchor),
+        type=trigger_type,
+        topic=topics.TRIGGERS_LIFECYCLE,
+        user_id=new.user_id,
+        occurred_at_ms=event.timestamp_ms,
+        reason=reason,
+        profile=profile_snapshot(new),
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.errors import StackError
 from agents.settings import Secret, Settings, StackSettings
 from agents.stack import Stack, free_port, free_ports
 
@@ -37,22 +38,31 @@ def stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoi
         print(f"\nusing the running stack: Kafka {external}, Redis {redis_url}")
         yield Endpoints(external, redis_url, started_here=False)
         return
-    ports = dict(zip(("kafka_port", "controller_port", "redis_port"), free_ports(3), strict=True))
-    settings = StackSettings.from_env({})  # the cache dir and timeout defaults
-    stack = Stack(
-        StackSettings(
-            stack_dir=tmp_path_factory.mktemp("stack"),
-            cache_dir=settings.cache_dir,
-            timeout_s=settings.timeout_s,
-            **ports,
-        ),
-        progress=lambda message: print(f"stack: {message}"),
-    )
-    try:
-        endpoints = stack.up()
-    except BaseException:
-        stack.down()  # whatever did start (Redis before a failed Kafka) must not linger
-        raise
+    defaults = StackSettings.from_env({})  # the cache dir and timeout defaults
+    for attempt in (1, 2):
+        ports = dict(
+            zip(("kafka_port", "controller_port", "redis_port"), free_ports(3), strict=True)
+        )
+        stack = Stack(
+            StackSettings(
+                stack_dir=tmp_path_factory.mktemp("stack"),
+                cache_dir=defaults.cache_dir,
+                timeout_s=defaults.timeout_s,
+                **ports,
+            ),
+            progress=lambda message: print(f"stack: {message}"),
+        )
+        try:
+            endpoints = stack.up()
+            break
+        except StackError as error:
+            stack.down()  # whatever did start (Redis before a failed Kafka) must not linger
+            # a free port can be taken by another process before we bind it: once more
+            if attempt == 2 or "in use" not in str(error):
+                raise
+        except BaseException:
+            stack.down()
+            raise
     try:
         yield Endpoints(endpoints.kafka_bootstrap, endpoints.redis_url, started_here=True)
     finally:
@@ -74,4 +84,5 @@ def settings(stack_endpoints: Endpoints, tmp_path: Path) -> Settings:
         partitions=4,
         redis_key_prefix=f"t{run}:",
         log_level="info",
+        session_timeout_s=8,  # a SIGKILLed worker's partitions move on quickly
     )

@@ -1,17 +1,9 @@
 from __future__ import annotations
 
+from streams.derived import Alias, Forward, Merge, ReferralCredit, decode_derived, encode_derived
 from streams.events import Event
-from streams.identity import (
-    Alias,
-    Forward,
-    Merge,
-    aliases_to_send,
-    decode_identity,
-    encode_identity,
-    forward_to,
-    merge_states,
-    on_alias,
-)
+from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
+from streams.policy import DEFAULT_POLICY
 from streams.state import STAGE_MERGED, UserState, apply
 
 
@@ -29,10 +21,14 @@ def history(events: list[Event]) -> UserState:
     return state
 
 
+def merge_states_(user: UserState | None, merge: Merge) -> UserState | None:
+    return merge_states(user, merge, DEFAULT_POLICY)
+
+
 def test_an_event_with_both_ids_asks_the_anonymous_partition_once() -> None:
     link = Event("e1", "user_identified", 5, user_id="u1", anonymous_id="a1")
     assert aliases_to_send(None, link) == [Alias("u1", "a1")]
-    merged = UserState("u1", 1, 5, 1, "acquired", merged_from=("a1",))
+    merged = UserState("u1", 1, 5, 1, merged_from=("a1",))
     assert aliases_to_send(merged, link) == []
     assert aliases_to_send(None, ev("e2", 5, user="u1")) == []
     assert aliases_to_send(None, ev("e3", 5, anon="a1")) == []
@@ -46,11 +42,12 @@ def test_the_full_merge_sums_the_histories_and_is_idempotent() -> None:
     assert marked.merged_into == "u1"
     assert merge == Merge("u1", "a1", anon)  # the snapshot is the history as it was
 
-    merged = merge_states(user, merge)
+    merged = merge_states_(user, merge)
     assert merged is not None
     assert (merged.first_seen_ms, merged.last_seen_ms, merged.event_count) == (100, 300, 3)
+    assert merged.user_id == "u1"
     assert merged.merged_from == ("a1",)
-    assert merge_states(merged, merge) is merged  # a redelivered Merge changes nothing
+    assert merge_states_(merged, merge) is merged  # a redelivered Merge changes nothing
 
     # a redelivered Alias answers with the same snapshot
     again_marked, again = on_alias(marked, Alias("u1", "a1"), now_ms=1_000)
@@ -67,31 +64,32 @@ def test_an_anonymous_id_without_history_gets_a_marker_so_later_events_follow() 
     assert forward.event.key == "u1" and forward.event.event_id == "a-late"
     user = history([ev("u-1", 40, user="u1")])
     after = apply(user, forward.event)
-    assert after.event_count == 2
+    assert after is not None and after.event_count == 2
     assert apply(after, forward.event) is after  # forwarded twice: counted once
 
 
 def test_merge_keeps_the_dedup_window_of_both() -> None:
     anon = history([ev("a-1", 1, anon="a1")])
     user = history([ev("u-1", 2, user="u1")])
-    merged = merge_states(user, Merge("u1", "a1", anon))
+    merged = merge_states_(user, Merge("u1", "a1", anon))
     assert merged is not None
     assert apply(merged, ev("a-1", 1, user="u1")) is merged
 
 
 def test_merging_into_a_user_with_no_state_adopts_the_history() -> None:
     anon = history([ev("a-1", 1, anon="a1")])
-    merged = merge_states(None, Merge("u1", "a1", anon))
+    merged = merge_states_(None, Merge("u1", "a1", anon))
     assert merged is not None and merged.user_id == "u1" and merged.event_count == 1
-    assert merge_states(None, Merge("u1", "a1", None)) is None
+    assert merge_states_(None, Merge("u1", "a1", None)) is None
 
 
-def test_identity_messages_round_trip() -> None:
+def test_derived_messages_round_trip() -> None:
     anon = history([ev("a-1", 1, anon="a1")])
     for message in (
         Alias("u1", "a1"),
         Merge("u1", "a1", anon),
         Merge("u1", "a1", None),
         Forward("u1", ev("x", 5, user="u1", anon="a1")),
+        ReferralCredit("r1", "u1", 5, "e9"),
     ):
-        assert decode_identity(encode_identity(message)) == message
+        assert decode_derived(encode_derived(message)) == message

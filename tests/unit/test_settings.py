@@ -77,3 +77,27 @@ def test_stack_settings_read_their_own_keys_and_reject_clashing_ports() -> None:
     with pytest.raises(ConfigError) as info:
         StackSettings.from_env({"USERPULSE_STACK_REDIS_PORT": "9092"})
     assert "must differ" in info.value.problem
+
+
+def test_the_policy_file_is_loaded_and_a_bad_one_names_the_key(tmp_path: Path) -> None:
+    assert Settings.from_env({}).load_policy().tiers.high_ltv == 1000.0
+    good = tmp_path / "policy.toml"
+    good.write_text("[tiers]\nhigh_ltv = 5000.0\n")
+    assert (
+        Settings.from_env({"USERPULSE_POLICY_FILE": str(good)}).load_policy().tiers.high_ltv
+        == 5000.0
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tiers]\nhigh_ltvv = 5000.0\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"USERPULSE_POLICY_FILE": str(bad)}).load_policy()
+    assert info.value.key == "tiers.high_ltvv"
+    with pytest.raises(ConfigError) as missing:
+        Settings.from_env({"USERPULSE_POLICY_FILE": str(tmp_path / "nope.toml")}).load_policy()
+    assert missing.value.key == "USERPULSE_POLICY_FILE"
+
+
+def test_the_shipped_policy_file_loads(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "deploy" / "policy.toml"
+    s = Settings.from_env({"USERPULSE_POLICY_FILE": str(shipped)})
+    assert s.load_policy() == Settings.from_env({}).load_policy()

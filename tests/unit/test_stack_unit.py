@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,9 @@ def test_down_stops_a_registered_process_by_pid_file(tmp_path: Path) -> None:
     )
     s = make_stack(tmp_path)
     s.register("worker-demo", child.pid, "marker-xyz")
+    deadline = time.monotonic() + 10  # until the child has exec'd python with the marker
+    while s.live_pid("worker-demo") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert s.live_pid("worker-demo") == child.pid
     assert s.down() == ["worker-demo"]
     assert child.wait(timeout=10) is not None
