@@ -197,6 +197,15 @@ def test_journeys_survive_a_sigkill_exactly(settings: Settings, tmp_path: Path) 
         ]
         ids = [t["trigger_id"] for t in all_triggers]
         assert len(ids) == len(set(ids)), "a trigger was emitted twice"
+
+        # erasure: state, profile and index memberships go; the erasure is acknowledged
+        with EventProducer(settings) as producer:
+            producer.send(s.event("carol", "user_deleted", 6))
+        wait_for(lambda: reader.profile("carol") == {}, 60, restarted, "carol's erasure")
+        assert reader.counts()["stage"] == {"monetized": 1, "referrer": 1}
+        acks = lifecycle_triggers(settings, lambda ts: any(t["type"] == "user_erased" for t in ts))
+        [ack] = [t for t in acks if t["type"] == "user_erased"]
+        assert ack["user_id"] == "carol" and ack["profile"] == {}
     finally:
         assert restarted.stop() == 0, restarted.tail()
         client.close()
