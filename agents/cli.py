@@ -208,11 +208,13 @@ def settings() -> None:
 def _register_commands() -> None:
     from agents.deadletters import dlq_group
     from agents.ingest import produce_command
+    from agents.replay import replay_command
     from agents.segments import segments_command
 
     main.add_command(segments_command)
     main.add_command(produce_command)
     main.add_command(dlq_group)
+    main.add_command(replay_command)
 
 
 _register_commands()

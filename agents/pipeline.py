@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 
 from agents.projection import RedisProjection
 from agents.settings import Settings
@@ -20,6 +21,7 @@ from streams import topics
 from streams.derived import (
     Alias,
     DerivedMessage,
+    Due,
     Forward,
     Merge,
     ReferralCredit,
@@ -33,12 +35,15 @@ from streams.policy import DEFAULT_POLICY, Policy
 from streams.profile import profile_fields, profile_indexes
 from streams.referral import credits_to_send, on_referral_credit
 from streams.state import UserState, apply, decode_state, encode_state, erased_marker
-from streams.triggers import decide_on_event, encode_trigger
+from streams.timed import TimerIndex, next_deadline, run_until, win_back
+from streams.triggers import Trigger, decide_on_event, encode_trigger
 
 logger = logging.getLogger(__name__)
 
 #: How often staged Redis profiles are flushed, in seconds.
 PROJECTION_FLUSH_INTERVAL_S = 0.25
+#: How often due deadlines are looked for, in seconds (timer precision).
+TIMER_TICK_S = 0.2
 
 #: Header names of a dead letter (the value is the original record, untouched).
 DLQ_HEADERS = (
@@ -62,6 +67,7 @@ class Counters:
     events: int = 0
     dead_letters: int = 0
     triggers: int = 0
+    timers_fired: int = 0
 
 
 class Pipeline:
@@ -130,6 +136,12 @@ class Pipeline:
         )
         self.app.page("/counters/")(self._counters_view())
         self.app.on_before_shutdown.connect(self._on_shutdown)
+        #: per owned partition: the deadline index and the stream time
+        self.timers: dict[int, TimerIndex] = {}
+        self.stream_time: dict[int, int] = {}
+        self.active_partitions: set[int] = set()
+        self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
+        self.app.on_rebalance_complete.connect(self._on_rebalanced)
 
     async def process(self, stream: Any) -> None:
         """The user-events agent: validate, apply, persist, project, trigger."""
@@ -142,26 +154,33 @@ class Pipeline:
                 await self._dead_letter(record, error)
                 continue
             key: bytes = record.key
-            old = self._load(key)
+            partition: int = record.message.partition
             self.counters.events += 1
+            if event.timestamp_ms > self.stream_time.get(partition, 0):
+                self.stream_time[partition] = event.timestamp_ms
+            old = self._load(key)
             forward = forward_to(old, event)
             if forward is not None:  # an anonymous id already merged into a user
                 await self._send_derived(forward)
                 continue
-            new = apply(old, event, self.policy)
-            if new is old:
+            # deadlines that passed before this event are decided first, at
+            # their own time — as a live timer would have
+            caught, timed = run_until(old, event.timestamp_ms - 1, self.policy)
+            new = apply(caught, event, self.policy)
+            if new is caught and not timed:
                 continue  # a redelivered event: nothing changes
-            await self._store(key, old, new, event)
+            triggers = [*timed, *decide_on_event(caught, new, event), *win_back(caught, new, event)]
+            await self._store(key, partition, old, new, triggers, event)
             outgoing: list[DerivedMessage] = [
-                *aliases_to_send(old, event),
-                *credits_to_send(old, new, event),
+                *aliases_to_send(caught, event),
+                *credits_to_send(caught, new, event),
             ]
             for message in outgoing:
                 await self._send_derived(message)
 
     async def process_derived(self, stream: Any) -> None:
-        """The derived-messages agent: identity merges and referral credits
-        (see :mod:`streams.derived`)."""
+        """The derived-messages agent: identity merges, referral credits and
+        timer deadlines (see :mod:`streams.derived`)."""
         async for record in stream.events():
             try:
                 message = decode_derived(record.value or b"")
@@ -174,24 +193,36 @@ class Pipeline:
                 )
                 continue
             key: bytes = record.key
+            partition: int = record.message.partition
             old = self._load(key)
-            if isinstance(message, Alias):
+            if isinstance(message, Due):
+                new, timed = run_until(old, message.until_ms, self.policy)
+                if new is not old:
+                    await self._store(key, partition, old, new, timed)
+                else:
+                    self._schedule(partition, key, old)
+            elif isinstance(message, Alias):
                 marked, merge = on_alias(old, message, now_ms())
                 if marked != old:
-                    await self._store(key, old, marked, None)
+                    await self._store(key, partition, old, marked, [])
                 await self._send_derived(merge)
             elif isinstance(message, Merge):
                 merged = merge_states(old, message, self.policy)
                 if merged is not None and merged is not old:
-                    await self._store(key, old, merged, message.cause(merged.last_seen_ms))
+                    cause = message.cause(merged.last_seen_ms)
+                    await self._store(
+                        key, partition, old, merged, decide_on_event(old, merged, cause)
+                    )
             elif isinstance(message, Forward):
                 new = apply(old, message.event, self.policy)
                 if new is not old:
-                    await self._store(key, old, new, message.event)
+                    triggers = decide_on_event(old, new, message.event)
+                    await self._store(key, partition, old, new, triggers, message.event)
             elif isinstance(message, ReferralCredit):
                 credited = on_referral_credit(old, message, self.policy)
                 if credited is not old:
-                    await self._store(key, old, credited, message.cause())
+                    triggers = decide_on_event(old, credited, message.cause())
+                    await self._store(key, partition, old, credited, triggers)
 
     def _load(self, key: bytes) -> UserState | None:
         raw = self.state.get(key)
@@ -204,18 +235,22 @@ class Pipeline:
             return None
 
     async def _store(
-        self, key: bytes, old: UserState | None, new: UserState | None, event: Event | None
+        self,
+        key: bytes,
+        partition: int,
+        old: UserState | None,
+        new: UserState | None,
+        triggers: list[Trigger],
+        event: Event | None = None,
     ) -> None:
-        """Persist ``new`` (``None``: erase the user), project it to Redis, and
-        send the lifecycle triggers ``event`` caused (None: a derived change
-        with no event of its own)."""
+        """Persist ``new`` (``None``: erase the user, keeping a marker), project
+        it to Redis, schedule its next deadline and send ``triggers``."""
         revision = (old.revision if old is not None else 0) + 1
-        if new is None:  # erasure: only a marker with the revision stays
+        if new is None:
             user_id = old.user_id if old is not None else key.decode()
             at_ms = event.timestamp_ms if event is not None else now_ms()
-            self.state[key] = encode_state(
-                replace(erased_marker(user_id, at_ms), revision=revision)
-            )
+            new = replace(erased_marker(user_id, at_ms), revision=revision)
+            self.state[key] = encode_state(new)
             self.projection.erase(user_id, revision)
         else:
             new = replace(new, revision=revision)
@@ -227,15 +262,64 @@ class Pipeline:
                     profile_fields(new, version=revision),
                     profile_indexes(new),
                 )
-        if event is None:
-            return
+        self._schedule(partition, key, new)
         emitted_at = now_ms()
-        for trigger in decide_on_event(old, new, event):
+        for trigger in triggers:
             await self.trigger_topics[trigger.topic].send(
                 key=trigger.user_id.encode(),
                 value=encode_trigger(trigger, emitted_at_ms=emitted_at),
             )
             self.counters.triggers += 1
+
+    # ---- timers ---------------------------------------------------------------
+    def _schedule(self, partition: int, key: bytes, state: UserState | None) -> None:
+        index = self.timers.setdefault(partition, TimerIndex())
+        index.set(key, next_deadline(state, self.policy))
+
+    async def fire_timers(self) -> None:
+        """Every tick: send a Due for each user whose deadline passed, on the
+        partitions this worker owns (the derived agent decides, in-stream)."""
+        for partition, index in list(self.timers.items()):
+            if partition not in self.active_partitions:
+                continue
+            if self.settings.clock == "stream":
+                now = self.stream_time.get(partition)
+                if now is None:
+                    continue
+            else:
+                now = now_ms()
+            for key, _deadline in index.pop_due(now):
+                await self._send_derived(Due(key.decode(), now))
+                self.counters.timers_fired += 1
+
+    async def _on_rebalanced(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """After recovery: rebuild the deadline index of the partitions now owned."""
+        events = self.events_topic.get_topic_name()
+        assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events}
+        started = time.monotonic()
+        timers: dict[int, TimerIndex] = {p: TimerIndex() for p in assigned}
+        stream_time: dict[int, int] = {}
+        n = self.settings.partitions
+        for key, raw in self.state.items():
+            partition = (murmur2(key) & 0x7FFFFFFF) % n
+            if partition not in assigned:
+                continue
+            try:
+                state = decode_state(raw)
+            except StateError:
+                continue
+            timers[partition].set(key, next_deadline(state, self.policy))
+            stream_time[partition] = max(stream_time.get(partition, 0), state.last_seen_ms)
+        for partition, at in stream_time.items():
+            self.stream_time[partition] = max(self.stream_time.get(partition, 0), at)
+        self.timers = timers
+        self.active_partitions = assigned
+        logger.info(
+            "timers: %d deadlines on partitions %s rebuilt in %.2f s",
+            sum(len(i) for i in timers.values()),
+            sorted(assigned),
+            time.monotonic() - started,
+        )
 
     async def _send_derived(self, message: DerivedMessage) -> None:
         await self.derived_topic.send(key=message.key.encode(), value=encode_derived(message))
@@ -272,6 +356,8 @@ class Pipeline:
                     "events": self.counters.events,
                     "dead_letters": self.counters.dead_letters,
                     "triggers": self.counters.triggers,
+                    "timers_fired": self.counters.timers_fired,
+                    "timers_pending": sum(len(i) for i in self.timers.values()),
                     "projection_pending": self.projection.pending,
                     "projection_written": self.projection.written,
                     "projection_erased": self.projection.erased,

@@ -82,6 +82,11 @@ REFERENCE: tuple[tuple[str, str, str], ...] = (
         "how far in the future an event timestamp may be, in seconds",
     ),
     (
+        "USERPULSE_CLOCK",
+        "wall",
+        "timers fire on wall-clock time (wall, live) or on stream time (stream, replays)",
+    ),
+    (
         "USERPULSE_SESSION_TIMEOUT_S",
         "30",
         "seconds before the group gives a crashed worker's partitions to the others",
@@ -131,6 +136,7 @@ class Settings:
     max_future_skew_s: int = 600
     policy_file: Path | None = None
     session_timeout_s: int = 30
+    clock: str = "wall"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -192,6 +198,7 @@ class Settings:
             max_event_bytes=_int(env, "USERPULSE_MAX_EVENT_BYTES", 256, 16 * 1024 * 1024),
             max_future_skew_s=_int(env, "USERPULSE_MAX_FUTURE_SKEW_S", 0, 365 * 86400),
             session_timeout_s=_int(env, "USERPULSE_SESSION_TIMEOUT_S", 6, 1800),
+            clock=_clock(get("USERPULSE_CLOCK")),
             policy_file=Path(get("USERPULSE_POLICY_FILE"))
             if get("USERPULSE_POLICY_FILE")
             else None,
@@ -214,6 +221,7 @@ class Settings:
             "USERPULSE_MAX_FUTURE_SKEW_S": str(self.max_future_skew_s),
             "USERPULSE_POLICY_FILE": str(self.policy_file) if self.policy_file else "",
             "USERPULSE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
+            "USERPULSE_CLOCK": self.clock,
         }
 
     def load_policy(self) -> Policy:
@@ -234,6 +242,16 @@ class Settings:
     def topic(self, name: str) -> str:
         """The real name of contract topic ``name`` under this deployment's prefix."""
         return f"{self.topic_prefix}{name}"
+
+
+def _clock(value: str) -> str:
+    if value not in ("wall", "stream"):
+        raise ConfigError(
+            "USERPULSE_CLOCK",
+            f"{value!r} is not a clock",
+            "use wall (live: timers on wall-clock time) or stream (replays: on event time)",
+        )
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int:

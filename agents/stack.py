@@ -455,7 +455,8 @@ def _is_ours(pid: int, marker: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return True  # no /proc (macOS): trust the pid file
-    return marker in cmdline
+    # redis-server rewrites its title in place; for an instant the line reads empty
+    return not cmdline.strip() or marker in cmdline
 
 
 def port_free(port: int) -> bool:

@@ -4,22 +4,36 @@ Pure: rows (dicts of strings, as ``csv.DictReader`` yields them) in, event
 documents out. Reading files and publishing is the job of ``agents.replay``.
 The mappings are documented in docs/replay.md.
 
-Every mapped event gets a deterministic ``event_id`` (layout, line number), so
-replaying the same file twice publishes the same ids and the pipeline's
-de-duplication drops the second copy.
+Every mapped event gets a deterministic ``event_id`` built from the layout,
+the row's number in the file and a digest of the row's values
+(``rees46-2-1f0c3a9b7d2e``), so replaying the same file twice publishes the
+same ids and the pipeline's de-duplication drops the second copy, while rows
+of *another* file (the next month of the same dataset) never share an id.
+
+A row that cannot be mapped raises :class:`~streams.errors.EventError` with
+one of :data:`MAPPING_CODES` (or a contract code from
+:data:`streams.events.REJECTION_CODES` where one fits); :func:`map_rows`
+turns it into a result and goes on with the next row.
+
+Events must reach the pipeline in event-time order; :func:`in_time_order`
+restores the order of nearly sorted input with a bounded buffer and stops at
+a row later than the allowed lateness (:class:`OrderError`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
-from streams.errors import EventError
+from streams.errors import EventError, UserpulseError
 
 REES46 = "rees46"
 RETAILROCKET = "retailrocket"
+LAYOUTS: Final = (REES46, RETAILROCKET)
 
 #: Columns that identify a layout in a CSV header.
 LAYOUT_COLUMNS: dict[str, frozenset[str]] = {
@@ -29,7 +43,33 @@ LAYOUT_COLUMNS: dict[str, frozenset[str]] = {
     RETAILROCKET: frozenset({"timestamp", "visitorid", "event", "itemid", "transactionid"}),
 }
 
+#: The columns whose values make a row's digest (part of its event ids), in order.
+DIGEST_COLUMNS: dict[str, tuple[str, ...]] = {
+    REES46: (
+        "event_time",
+        "event_type",
+        "product_id",
+        "category_id",
+        "category_code",
+        "brand",
+        "price",
+        "user_id",
+        "user_session",
+    ),
+    RETAILROCKET: ("timestamp", "visitorid", "event", "itemid", "transactionid"),
+}
+
+#: Codes a row can get from the mapping itself, beyond the contract's own
+#: (``missing_field``, ``wrong_type``, ``bad_timestamp``, ``bad_amount``).
+MAPPING_CODES: Final[Mapping[str, str]] = {
+    "unknown_event_type": "the dataset's event kind is not one the layout maps",
+    "unknown_layout": "the CSV header matches no known layout",
+}
+
 DATASET_CURRENCY = "USD"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +83,7 @@ class Mapped:
 
 def detect_layout(header: Iterable[str]) -> str:
     """The layout whose columns the CSV ``header`` has, or an EventError."""
-    columns = {h.strip() for h in header}
+    columns = {h.strip().lstrip("\ufeff") for h in header}
     for name, required in LAYOUT_COLUMNS.items():
         if required <= columns:
             return name
@@ -56,8 +96,21 @@ def detect_layout(header: Iterable[str]) -> str:
     )
 
 
+def check_layout(layout: str, header: Iterable[str]) -> None:
+    """Raise an EventError when ``header`` lacks a column ``layout`` needs."""
+    if layout not in LAYOUT_COLUMNS:
+        raise EventError("unknown_layout", "$", f"unknown layout {layout!r}")
+    missing = LAYOUT_COLUMNS[layout] - {h.strip().lstrip("\ufeff") for h in header}
+    if missing:
+        raise EventError(
+            "unknown_layout",
+            "$",
+            f"the CSV header lacks the {layout} columns {', '.join(sorted(missing))}",
+        )
+
+
 def parse_rees46_time(value: str) -> int:
-    """``2019-10-01 00:00:00 UTC`` → epoch milliseconds."""
+    """``2019-10-01 00:00:00 UTC`` → epoch milliseconds (exact, no floating point)."""
     text = value.strip()
     if text.endswith(" UTC"):
         text = text[:-4] + "+00:00"
@@ -67,7 +120,30 @@ def parse_rees46_time(value: str) -> int:
         raise EventError("bad_timestamp", "$.event_time", f"{value!r} is not a time") from None
     if parsed.tzinfo is None:
         raise EventError("bad_timestamp", "$.event_time", f"{value!r} has no zone")
-    return int(parsed.timestamp() * 1000)
+    return (parsed - _EPOCH) // _ONE_MS
+
+
+def parse_retailrocket_time(value: str) -> int:
+    """Retailrocket's ``timestamp`` column: epoch milliseconds as digits."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise EventError("bad_timestamp", "$.timestamp", f"{value!r} is not epoch ms")
+    return int(text)
+
+
+def row_time(layout: str, row: Mapping[str, str]) -> int:
+    """The event time of ``row`` in epoch ms (what replay orders by), or an EventError."""
+    if layout == REES46:
+        return parse_rees46_time(_required(row, "event_time"))
+    if layout == RETAILROCKET:
+        return parse_retailrocket_time(_required(row, "timestamp"))
+    raise EventError("unknown_layout", "$", f"unknown layout {layout!r}")
+
+
+def row_digest(layout: str, row: Mapping[str, str]) -> str:
+    """12 hex digits that identify the row's content (part of its event ids)."""
+    material = "\x1f".join((row.get(c) or "").strip() for c in DIGEST_COLUMNS[layout])
+    return hashlib.blake2b(material.encode(), digest_size=6).hexdigest()
 
 
 def _price(value: str, path: str) -> float:
@@ -75,8 +151,10 @@ def _price(value: str, path: str) -> float:
         price = float(value) if value.strip() else 0.0
     except ValueError:
         raise EventError("wrong_type", path, f"price {value!r} is not a number") from None
-    if not price >= 0:  # also catches NaN
-        raise EventError("negative_amount", path, f"price {value!r} is negative")
+    if price != price or price in (float("inf"), float("-inf")):
+        raise EventError("bad_amount", path, f"price {value!r} is not a finite number")
+    if price < 0:
+        raise EventError("bad_amount", path, f"price {value!r} must not be negative")
     return price
 
 
@@ -93,8 +171,12 @@ class Rees46Mapper:
 
     view → product_viewed; cart → product_added; remove_from_cart →
     product_removed; purchase → order_completed (one order per purchased
-    row). A ``session_started`` is inserted when a user's ``user_session``
-    changes. The cart id is the user session.
+    row). A ``session_started`` is inserted before a user's first row and
+    whenever the user's ``user_session`` changes. The cart id is the user
+    session.
+
+    The mapper remembers each user's current session (about 180 bytes per
+    distinct user), so rows must come in event-time order.
     """
 
     _session: dict[str, str] = field(default_factory=dict)
@@ -106,23 +188,18 @@ class Rees46Mapper:
         product = _required(row, "product_id")
         session = (row.get("user_session") or "").strip() or f"nosession-{user}"
         price = _price(row.get("price") or "", "$.price")
-        out: list[Mapped] = []
-        if self._session.get(user) != session:
-            self._session[user] = session
-            out.append(
-                _mapped(f"{REES46}-{line}-s", "session_started", user, ts, {"session_id": session})
-            )
-        event_id = f"{REES46}-{line}"
+        event_id = f"{REES46}-{line}-{row_digest(REES46, row)}"
         if kind == "view":
             props: dict[str, Any] = {"product_id": product, "price": price}
             for column in ("category_id", "category_code", "brand"):
-                if (row.get(column) or "").strip():
-                    props[column] = row[column].strip()
-            out.append(_mapped(event_id, "product_viewed", user, ts, props))
+                value = (row.get(column) or "").strip()
+                if value:
+                    props[column] = value
+            event = _mapped(event_id, "product_viewed", user, ts, props)
         elif kind in ("cart", "remove_from_cart"):
             etype = "product_added" if kind == "cart" else "product_removed"
             props = {"product_id": product, "quantity": 1, "price": price, "cart_id": session}
-            out.append(_mapped(event_id, etype, user, ts, props))
+            event = _mapped(event_id, etype, user, ts, props)
         elif kind == "purchase":
             props = {
                 "order_id": f"{session}-{line}",
@@ -131,14 +208,20 @@ class Rees46Mapper:
                 "products": [{"product_id": product, "quantity": 1, "price": price}],
                 "cart_id": session,
             }
-            out.append(_mapped(event_id, "order_completed", user, ts, props))
+            event = _mapped(event_id, "order_completed", user, ts, props)
         else:
             raise EventError(
                 "unknown_event_type",
                 "$.event_type",
                 f"REES46 event_type {kind!r} is not view, cart, remove_from_cart or purchase",
             )
-        return out
+        # Only a row that mapped may move the session: a rejected row must not
+        # swallow the session_started of the next good row.
+        if self._session.get(user) == session:
+            return [event]
+        self._session[user] = session
+        started = _mapped(f"{event_id}-s", "session_started", user, ts, {"session_id": session})
+        return [started, event]
 
 
 @dataclass
@@ -147,18 +230,15 @@ class RetailrocketMapper:
     product_added; transaction → order_completed (order id = transactionid).
 
     The file has no prices (they live, hashed, in item_properties), so prices
-    and revenue are 0; the cart id is ``visitor-cart``.
+    and revenue are 0; the cart id is ``visitor-cart``. Stateless.
     """
 
     def map(self, line: int, row: Mapping[str, str]) -> list[Mapped]:
         user = _required(row, "visitorid")
-        raw_ts = _required(row, "timestamp")
-        if not raw_ts.isdigit():
-            raise EventError("bad_timestamp", "$.timestamp", f"{raw_ts!r} is not epoch ms")
-        ts = int(raw_ts)
+        ts = parse_retailrocket_time(_required(row, "timestamp"))
         kind = _required(row, "event")
         item = _required(row, "itemid")
-        event_id = f"{RETAILROCKET}-{line}"
+        event_id = f"{RETAILROCKET}-{line}-{row_digest(RETAILROCKET, row)}"
         if kind == "view":
             return [_mapped(event_id, "product_viewed", user, ts, {"product_id": item})]
         if kind == "addtocart":
@@ -194,8 +274,16 @@ def map_rows(
 ) -> Iterator[tuple[int, list[Mapped] | EventError]]:
     """Map ``rows`` (line numbers from 2: line 1 is the header); a bad row
     yields its EventError instead of stopping the replay."""
+    return map_numbered_rows(layout, enumerate(rows, start=2))
+
+
+def map_numbered_rows(
+    layout: str, rows: Iterable[tuple[int, Mapping[str, str]]]
+) -> Iterator[tuple[int, list[Mapped] | EventError]]:
+    """Like :func:`map_rows` for rows that carry their own line numbers (rows
+    put in time order keep the numbers, and so the event ids, of the file)."""
     mapper = mapper_for(layout)
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         try:
             yield line, mapper.map(line, row)
         except EventError as error:
@@ -212,3 +300,69 @@ def _mapped(event_id: str, etype: str, user: str, ts: int, props: dict[str, Any]
         "context": {"channel": "web", "source": "replay"},
     }
     return Mapped(ts, user, doc)
+
+
+# ---------------------------------------------------------------------------
+# Event-time order
+
+T = TypeVar("T")
+
+
+class Timed(NamedTuple, Generic[T]):
+    """An item with its event time and its line number in the file.
+
+    Ordered by (time, line) — line numbers are unique, so the item itself is
+    never compared — and compared in C, which matters for millions of rows.
+    """
+
+    timestamp_ms: int
+    line: int
+    item: T
+
+
+class OrderError(UserpulseError):
+    """Input that was promised to be sorted has a row later than the allowed lateness."""
+
+    def __init__(self, late: Timed[Any], latest: Timed[Any], lateness_ms: int) -> None:
+        behind_s = (latest.timestamp_ms - late.timestamp_ms) / 1000
+        super().__init__(
+            f"line {late.line} (event time {_iso(late.timestamp_ms)}) is {behind_s:g} s "
+            f"earlier than line {latest.line} ({_iso(latest.timestamp_ms)}); the allowed "
+            f"lateness is {lateness_ms / 1000:g} s"
+        )
+        self.late = late
+        self.latest = latest
+        self.lateness_ms = lateness_ms
+
+
+def in_time_order(items: Iterable[Timed[T]], lateness_ms: int) -> Iterator[Timed[T]]:
+    """``items`` (in line order) in (event time, line) order, for input that is
+    sorted up to ``lateness_ms``.
+
+    An item is held until an item ``lateness_ms`` later has been seen, so the
+    buffer holds the items of one lateness window. An item more than
+    ``lateness_ms`` earlier than the latest item seen raises
+    :class:`OrderError`: the input is not as sorted as promised.
+    """
+    heap: list[Timed[T]] = []
+    latest: Timed[T] | None = None
+    for item in items:
+        if latest is None or item.timestamp_ms > latest.timestamp_ms:
+            latest = item
+        elif item.timestamp_ms < latest.timestamp_ms - lateness_ms:
+            raise OrderError(item, latest, lateness_ms)
+        heapq.heappush(heap, item)
+        watermark = latest.timestamp_ms - lateness_ms
+        while heap and heap[0].timestamp_ms <= watermark:
+            yield heapq.heappop(heap)
+    while heap:
+        yield heapq.heappop(heap)
+
+
+def sorted_by_time(items: Iterable[Timed[T]]) -> list[Timed[T]]:
+    """All ``items`` in (event time, line) order — the whole input in memory."""
+    return sorted(items)
+
+
+def _iso(ts_ms: int) -> str:
+    return (_EPOCH + ts_ms * _ONE_MS).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -90,7 +90,20 @@ class ReferralCredit:
         )
 
 
-DerivedMessage = Alias | Merge | Forward | ReferralCredit
+@dataclass(frozen=True, slots=True)
+class Due:
+    """To the user's own partition: deadlines up to ``until_ms`` have passed
+    (sent by the timer; tables may only change inside the partition's stream)."""
+
+    user_key: str
+    until_ms: int
+
+    @property
+    def key(self) -> str:
+        return self.user_key
+
+
+DerivedMessage = Alias | Merge | Forward | ReferralCredit | Due
 
 
 def encode_derived(message: DerivedMessage) -> bytes:
@@ -107,6 +120,8 @@ def encode_derived(message: DerivedMessage) -> bytes:
         }
     elif isinstance(message, Forward):
         doc = {"kind": "forward", "user_id": message.user_id, "event": message.event.to_dict()}
+    elif isinstance(message, Due):
+        doc = {"kind": "due", "key": message.user_key, "until": message.until_ms}
     else:
         doc = {
             "kind": "referral",
@@ -142,6 +157,8 @@ def decode_derived(raw: bytes) -> DerivedMessage:
                 context=e.get("context", {}),
             )
             return Forward(doc["user_id"], event)
+        if kind == "due":
+            return Due(doc["key"], doc["until"])
         if kind == "referral":
             return ReferralCredit(
                 doc["referrer_id"], doc["referred_user_id"], doc["at"], doc["event_id"]

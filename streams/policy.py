@@ -16,6 +16,7 @@ import math
 import re
 import textwrap
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
@@ -88,6 +89,50 @@ class TierPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class CartPolicy:
+    """Cart-abandonment reminders (triggers.cart-abandonment)."""
+
+    #: reminders at these seconds after the last cart change, one per step; [] disables
+    reminder_delays_s: tuple[int, ...] = (3600, 86400, 259200)
+    #: carts worth less than this get no reminder
+    min_value: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationPolicy:
+    """Activation-stalled nudges (triggers.activation-stalled)."""
+
+    #: signed up but not activated: a trigger at each of these seconds after sign-up; [] disables
+    stalled_after_s: tuple[int, ...] = (86400, 259200)
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnPolicy:
+    """Churn warnings and win-back (triggers.churn-warning)."""
+
+    #: warn once after this many seconds without activity (fixed rule); 0 disables
+    inactivity_s: int = 30 * 86400
+    #: warn once when the BG/NBD probability of being alive falls below this; 0 disables
+    p_alive_threshold: float = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """When a marketing trigger (cart, activation-stalled, churn, win-back) may go out."""
+
+    #: the channel marketing triggers are meant for (caps and consent are checked for it)
+    channel: str = "email"
+    #: at most this many marketing triggers per user per UTC day; 0 = no cap (later ones wait)
+    daily_cap: int = 3
+    #: quiet hours in the user's local time, [start hour, end hour); [] disables
+    quiet_hours: tuple[int, ...] = (22, 8)
+    #: time zone of users whose events carry no context.timezone
+    default_timezone: str = "UTC"
+    #: without consent for the channel: "flag" (sent, marked not deliverable) or "suppress"
+    consent: str = "flag"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """The whole operations policy: one section per rule family."""
 
@@ -95,6 +140,10 @@ class Policy:
     health: HealthPolicy = field(default_factory=HealthPolicy)
     rfm: RfmPolicy = field(default_factory=RfmPolicy)
     tiers: TierPolicy = field(default_factory=TierPolicy)
+    cart: CartPolicy = field(default_factory=CartPolicy)
+    activation: ActivationPolicy = field(default_factory=ActivationPolicy)
+    churn: ChurnPolicy = field(default_factory=ChurnPolicy)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
 
 DEFAULT_POLICY = Policy()
@@ -129,9 +178,38 @@ FIELD_DOCS: Final[Mapping[str, str]] = {
     "tiers.mid_ltv": (
         "lifetime value at or above this (and below high_ltv) is the mid tier; below is low"
     ),
+    "cart.reminder_delays_s": (
+        "reminders at these seconds after the last cart change, one per step; [] disables"
+    ),
+    "cart.min_value": "carts worth less than this get no reminder",
+    "activation.stalled_after_s": (
+        "signed up but not activated: a trigger at each of these seconds after sign-up; [] disables"
+    ),
+    "churn.inactivity_s": (
+        "warn once after this many seconds without activity (fixed rule); 0 disables"
+    ),
+    "churn.p_alive_threshold": (
+        "warn once when the BG/NBD probability of being alive falls below this; 0 disables"
+    ),
+    "delivery.channel": (
+        "the channel marketing triggers are meant for (caps and consent are checked for it)"
+    ),
+    "delivery.daily_cap": (
+        "at most this many marketing triggers per user per UTC day; 0 = no cap (later ones wait)"
+    ),
+    "delivery.quiet_hours": (
+        "quiet hours in the user's local time, [start hour, end hour); [] disables"
+    ),
+    "delivery.default_timezone": "time zone of users whose events carry no context.timezone",
+    "delivery.consent": (
+        'without consent for the channel: "flag" (sent, marked not deliverable) or "suppress"'
+    ),
 }
 
 _DAYS = f"a whole number of days from 1 to {MAX_DAYS}"
+_SECONDS_LIST = (
+    f"a list of strictly ascending whole numbers of seconds, 1 to {MAX_DAYS * 86400}; [] disables"
+)
 
 #: "section.key" → the values it accepts (also the fix of a rejected value).
 FIELD_ALLOWED: Final[Mapping[str, str]] = {
@@ -154,6 +232,16 @@ FIELD_ALLOWED: Final[Mapping[str, str]] = {
     "rfm.high_score": "a whole number from 1 to 5",
     "tiers.high_ltv": "a number more than mid_ltv",
     "tiers.mid_ltv": "a number, 0 or more, less than high_ltv",
+    "cart.reminder_delays_s": _SECONDS_LIST,
+    "cart.min_value": "a number, 0 or more",
+    "activation.stalled_after_s": _SECONDS_LIST,
+    "churn.inactivity_s": f"a whole number of seconds from 0 to {MAX_DAYS * 86400}",
+    "churn.p_alive_threshold": "a number from 0 to 1",
+    "delivery.channel": "one of email, sms, push, in_app",
+    "delivery.daily_cap": "a whole number, 0 or more",
+    "delivery.quiet_hours": "[] or two whole hours from 0 to 23, e.g. [22, 8]",
+    "delivery.default_timezone": 'an IANA time-zone name, e.g. "UTC" or "Europe/Paris"',
+    "delivery.consent": '"flag" or "suppress"',
 }
 
 #: section name → its defaults
@@ -323,7 +411,63 @@ _CHECKS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "rfm.high_score": _whole(1, 5),
     "tiers.high_ltv": _any_number,
     "tiers.mid_ltv": _non_negative,
+    "cart.reminder_delays_s": lambda v: _seconds_list(v),
+    "cart.min_value": _non_negative,
+    "activation.stalled_after_s": lambda v: _seconds_list(v),
+    "churn.inactivity_s": _whole(0, MAX_DAYS * 86400),
+    "churn.p_alive_threshold": lambda v: _fraction(v),
+    "delivery.channel": lambda v: _choice(v, ("email", "sms", "push", "in_app")),
+    "delivery.daily_cap": _whole(0),
+    "delivery.quiet_hours": lambda v: _quiet_hours(v),
+    "delivery.default_timezone": lambda v: _timezone(v),
+    "delivery.consent": lambda v: _choice(v, ("flag", "suppress")),
 }
+
+
+def _seconds_list(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f"must be a list of seconds, got {_got(value)}")
+    check = _whole(1, MAX_DAYS * 86400)
+    items = []
+    for position, item in enumerate(value, start=1):
+        try:
+            items.append(check(item))
+        except _Invalid as bad:
+            raise _Invalid(f"item {position}: {bad.problem}") from None
+    for position, (before, after) in enumerate(pairwise(items), start=2):
+        if not after > before:
+            raise _Invalid(f"is not strictly ascending at item {position}")
+    return tuple(items)
+
+
+def _fraction(value: Any) -> float:
+    number = _non_negative(value)
+    if number > 1:
+        raise _Invalid(f"{_render(value)} is above the maximum 1")
+    return number
+
+
+def _choice(value: Any, allowed: tuple[str, ...]) -> str:
+    if type(value) is not str or value not in allowed:
+        raise _Invalid(f"{_render(value)} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _quiet_hours(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) not in (0, 2):
+        raise _Invalid(f"must be [] or [start hour, end hour], got {_render(value)}")
+    hour = _whole(0, 23)
+    return tuple(hour(v) for v in value)
+
+
+def _timezone(value: Any) -> str:
+    if type(value) is not str:
+        raise _Invalid(f"must be a string, got {_got(value)}")
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _Invalid(f"{_render(value)} is not an IANA time-zone name") from None
+    return value
 
 
 #: a rule between two keys, read from the left key and from the right one:

@@ -23,7 +23,7 @@ from streams.errors import StateError
 from streams.events import Event
 from streams.policy import DAY_MS, DEFAULT_POLICY, Policy
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: How many recent event ids per user are remembered to drop redeliveries.
 #: Each costs 19 bytes of serialised state (a 64-bit digest in hex, quoted).
@@ -57,6 +57,8 @@ class Cart:
     items: tuple[CartItem, ...]
     last_change_ms: int
     checkout_ms: int | None = None
+    #: abandonment reminders sent for this cart since its last change
+    reminders_sent: int = 0
 
     @property
     def value(self) -> float:
@@ -93,6 +95,17 @@ class UserState:
     consent: tuple[tuple[str, bool], ...] = ()
     #: (trigger type, last time emitted) pairs, sorted by type
     last_triggers: tuple[tuple[str, int], ...] = ()
+    #: the user's IANA time zone (context.timezone), for quiet hours
+    timezone: str | None = None
+    #: activation-stalled nudges sent since sign-up
+    stalled_sent: int = 0
+    #: when the current churn episode was warned about (cleared by any activity)
+    churn_warned_ms: int | None = None
+    #: UTC day number and count of marketing triggers sent that day (daily cap)
+    sent_day: int = 0
+    sent_count: int = 0
+    #: the time stage, health, RFM and tier were last derived at
+    evaluated_ms: int = 0
     stage: str = STAGE_ACQUIRED
     health: str = lifecycle.NEW
     resurrected_ms: int | None = None
@@ -169,6 +182,7 @@ def derive(state: UserState, now_ms: int, policy: Policy) -> UserState:
     rfm = lifecycle.rfm_at(state, now_ms, policy.rfm)
     return replace(
         state,
+        evaluated_ms=max(state.evaluated_ms, now_ms),
         stage=lifecycle.stage_of(state, policy),
         health=lifecycle.health_at(state, now_ms, policy.health),
         rfm=rfm,
@@ -188,6 +202,11 @@ def _fold(state: UserState, event: Event, policy: Policy) -> UserState:
         "recent_events": _remember(state.recent_events, event_digest(event.event_id), DEDUP_WINDOW),
     }
     changes.update(_activity(state, ts))
+    if state.churn_warned_ms is not None and ts >= state.churn_warned_ms:
+        changes["churn_warned_ms"] = None  # the user is back: the episode ends
+    zone = event.context.get("timezone")
+    if isinstance(zone, str) and zone != state.timezone:
+        changes["timezone"] = zone
     gap = ts - state.last_seen_ms
     if state.event_count > 0 and gap >= policy.health.dormant_days * DAY_MS:
         changes["resurrected_ms"] = ts
@@ -326,7 +345,8 @@ _SCALARS = (
     "retained_ms", "first_order_ms", "last_order_ms", "order_count", "revenue", "refunds",
     "sessions", "activity_day", "activity_bits", "channel", "campaign", "referrer_id",
     "referral_count", "stage", "health", "resurrected_ms", "segment", "tier", "merged_into",
-    "revision",
+    "revision", "timezone", "stalled_sent", "churn_warned_ms", "sent_day", "sent_count",
+    "evaluated_ms",
 )  # fmt: skip
 _TUPLES = ("recent_referrals", "recent_events", "merged_from")
 
@@ -342,7 +362,9 @@ def encode_state(state: UserState) -> bytes:
     doc.append(state.rfm)
     items = [] if cart is None else [[i.product_id, i.quantity, i.price] for i in cart.items]
     doc.append(
-        None if cart is None else [cart.cart_id, items, cart.last_change_ms, cart.checkout_ms]
+        None
+        if cart is None
+        else [cart.cart_id, items, cart.last_change_ms, cart.checkout_ms, cart.reminders_sent]
     )
     return orjson.dumps(doc)
 
@@ -362,9 +384,13 @@ def decode_state(raw: bytes) -> UserState:
         fields["last_triggers"] = tuple((t, int(at)) for t, at in triggers)
         fields["rfm"] = tuple(rfm) if rfm is not None else None
         if cart is not None:
-            cart_id, items, last_change, checkout = cart
+            cart_id, items, last_change, checkout, reminders = cart
             fields["cart"] = Cart(
-                cart_id, tuple(CartItem(p, q, pr) for p, q, pr in items), last_change, checkout
+                cart_id,
+                tuple(CartItem(p, q, pr) for p, q, pr in items),
+                last_change,
+                checkout,
+                reminders,
             )
         return UserState(**fields)
     except StateError:
