@@ -206,8 +206,10 @@ def settings() -> None:
 
 
 def _register_commands() -> None:
+    from agents.backtest import backtest_command
     from agents.deadletters import dlq_group
     from agents.ingest import produce_command
+    from agents.model import fit_command
     from agents.replay import replay_command
     from agents.segments import segments_command
 
@@ -215,6 +217,8 @@ def _register_commands() -> None:
     main.add_command(produce_command)
     main.add_command(dlq_group)
     main.add_command(replay_command)
+    main.add_command(fit_command)
+    main.add_command(backtest_command)
 
 
 _register_commands()

@@ -7,6 +7,8 @@ every decision lives in :mod:`streams`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -15,9 +17,18 @@ from typing import Any
 import faust
 from aiokafka.partitioner import murmur2
 
+from agents.model import Model, follow_model
 from agents.projection import RedisProjection
 from agents.settings import Settings
 from streams import topics
+from streams.bgnbd import (
+    BgNbdError,
+    expected_next_purchase_days,
+    expected_purchases,
+    p_alive,
+    p_alive_at_ms,
+    summary,
+)
 from streams.derived import (
     Alias,
     DerivedMessage,
@@ -31,11 +42,11 @@ from streams.derived import (
 from streams.errors import EventError, StateError
 from streams.events import Event, Limits, parse_event
 from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
-from streams.policy import DEFAULT_POLICY, Policy
+from streams.policy import DAY_MS, DEFAULT_POLICY, Policy
 from streams.profile import profile_fields, profile_indexes
 from streams.referral import credits_to_send, on_referral_credit
 from streams.state import UserState, apply, decode_state, encode_state, erased_marker
-from streams.timed import TimerIndex, next_deadline, run_until, win_back
+from streams.timed import PAliveAt, TimerIndex, next_deadline, run_until, win_back
 from streams.triggers import Trigger, decide_on_event, encode_trigger
 
 logger = logging.getLogger(__name__)
@@ -141,6 +152,11 @@ class Pipeline:
         self.stream_time: dict[int, int] = {}
         self.active_partitions: set[int] = set()
         self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
+        #: the churn model's newest parameters (None until `userpulse fit` published some)
+        self.model: Model | None = None
+        self.p_alive_at: PAliveAt | None = None
+        self._stopping = asyncio.Event()
+        self.app.task(self._follow_model)
         self.app.on_rebalance_complete.connect(self._on_rebalanced)
 
     async def process(self, stream: Any) -> None:
@@ -165,7 +181,7 @@ class Pipeline:
                 continue
             # deadlines that passed before this event are decided first, at
             # their own time — as a live timer would have
-            caught, timed = run_until(old, event.timestamp_ms - 1, self.policy)
+            caught, timed = run_until(old, event.timestamp_ms - 1, self.policy, self.p_alive_at)
             new = apply(caught, event, self.policy)
             if new is caught and not timed:
                 continue  # a redelivered event: nothing changes
@@ -196,7 +212,7 @@ class Pipeline:
             partition: int = record.message.partition
             old = self._load(key)
             if isinstance(message, Due):
-                new, timed = run_until(old, message.until_ms, self.policy)
+                new, timed = run_until(old, message.until_ms, self.policy, self.p_alive_at)
                 if new is not old:
                     await self._store(key, partition, old, new, timed)
                 else:
@@ -256,12 +272,8 @@ class Pipeline:
             new = replace(new, revision=revision)
             self.state[key] = encode_state(new)
             if new.event_count > 0:
-                self.projection.stage(
-                    new.user_id,
-                    revision,
-                    profile_fields(new, version=revision),
-                    profile_indexes(new),
-                )
+                fields = {**profile_fields(new, version=revision), **self._model_fields(new)}
+                self.projection.stage(new.user_id, revision, fields, profile_indexes(new))
         self._schedule(partition, key, new)
         emitted_at = now_ms()
         for trigger in triggers:
@@ -274,7 +286,7 @@ class Pipeline:
     # ---- timers ---------------------------------------------------------------
     def _schedule(self, partition: int, key: bytes, state: UserState | None) -> None:
         index = self.timers.setdefault(partition, TimerIndex())
-        index.set(key, next_deadline(state, self.policy))
+        index.set(key, next_deadline(state, self.policy, self.p_alive_at))
 
     async def fire_timers(self) -> None:
         """Every tick: send a Due for each user whose deadline passed, on the
@@ -292,10 +304,60 @@ class Pipeline:
                 await self._send_derived(Due(key.decode(), now))
                 self.counters.timers_fired += 1
 
+    async def _follow_model(self) -> None:
+        await follow_model(self.settings, self._use_model, self._stopping)
+
+    def _use_model(self, model: Model) -> None:
+        """A newly fitted churn model: P(alive) deadlines are computed again."""
+        self.model = model
+        params, unit = model.params, model.unit_days
+
+        def p_alive_at(state: UserState, at_ms: int) -> float | None:
+            return p_alive_at_ms(
+                params, state.first_order_ms, state.last_order_ms, state.order_count, at_ms, unit
+            )
+
+        self.p_alive_at = p_alive_at
+        logger.info(
+            "churn model: r=%.4f alpha=%.4f a=%.4f b=%.4f (unit %g days, %d buyers)",
+            params.r, params.alpha, params.a, params.b, unit, model.buyers,
+        )  # fmt: skip
+        if self.active_partitions:
+            self._rebuild_index(self.active_partitions)
+
+    def _model_fields(self, state: UserState) -> dict[str, str]:
+        """P(alive), expected orders in 30 days and the expected next order on the profile."""
+        model = self.model
+        if model is None:
+            return {}
+        data = summary(
+            state.first_order_ms, state.last_order_ms, state.order_count,
+            state.evaluated_ms or state.last_seen_ms, model.unit_days,
+        )  # fmt: skip
+        if data is None:
+            return {}
+        x, t_x, age = data
+        params, unit = model.params, model.unit_days
+        fields: dict[str, str] = {}
+        with contextlib.suppress(BgNbdError):  # each number on its own: one may not converge
+            fields["p_alive"] = f"{p_alive(params, x, t_x, age):.4f}"
+        with contextlib.suppress(BgNbdError):
+            expected = expected_purchases(params, 30 / unit, x, t_x, age)
+            fields["expected_orders_30d"] = f"{expected:.4f}"
+        with contextlib.suppress(BgNbdError):
+            days = expected_next_purchase_days(params, x, t_x, age, unit)
+            if days is not None:
+                at = (state.evaluated_ms or state.last_seen_ms) + int(days * DAY_MS)
+                fields["expected_next_order"] = str(at)
+        return fields
+
     async def _on_rebalanced(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """After recovery: rebuild the deadline index of the partitions now owned."""
         events = self.events_topic.get_topic_name()
         assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events}
+        self._rebuild_index(assigned)
+
+    def _rebuild_index(self, assigned: set[int]) -> None:
         started = time.monotonic()
         timers: dict[int, TimerIndex] = {p: TimerIndex() for p in assigned}
         stream_time: dict[int, int] = {}
@@ -308,7 +370,7 @@ class Pipeline:
                 state = decode_state(raw)
             except StateError:
                 continue
-            timers[partition].set(key, next_deadline(state, self.policy))
+            timers[partition].set(key, next_deadline(state, self.policy, self.p_alive_at))
             stream_time[partition] = max(stream_time.get(partition, 0), state.last_seen_ms)
         for partition, at in stream_time.items():
             self.stream_time[partition] = max(self.stream_time.get(partition, 0), at)
@@ -345,6 +407,7 @@ class Pipeline:
         await self.projection.flush(time.monotonic())
 
     async def _on_shutdown(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self._stopping.set()
         await self.projection.flush(time.monotonic())
         await self.projection.close()
 

@@ -73,6 +73,8 @@ def next_deadline(
     something for ``state`` (None: nothing is pending)."""
     if state is None or state.stage in (STAGE_MERGED, STAGE_ERASED) or state.event_count == 0:
         return None
+    if state.merged_into is not None:
+        return None  # merged into a known user: the user's own state has the timers
     times = [_deliverable_at(d.due_ms, state, policy.delivery) for d in _pending(state, policy)]
     churn = _churn_model_due(state, policy, p_alive_at)
     if churn is not None:
@@ -263,7 +265,7 @@ def decide_on_time(
 ) -> tuple[UserState, list[Trigger]]:
     """The state and triggers at ``now_ms``: re-derived health and segment
     (lifecycle changes), then every marketing rule that is due and deliverable."""
-    if state.stage in (STAGE_MERGED, STAGE_ERASED):
+    if state.stage in (STAGE_MERGED, STAGE_ERASED) or state.merged_into is not None:
         return state, []
     tick = Event(
         event_id=f"time:{now_ms}",

@@ -82,8 +82,8 @@ def decide_on_event(old: UserState | None, new: UserState | None, event: Event) 
                 profile={},  # erased: no personal data travels on
             )
         ]
-    if new.stage == STAGE_MERGED:
-        return []
+    if new.stage == STAGE_MERGED or new.merged_into is not None:
+        return []  # a merged anonymous id: its user speaks for it now
     triggers: list[Trigger] = []
     if old is None or old.stage != new.stage:
         before = old.stage if old is not None else None
@@ -95,31 +95,6 @@ def decide_on_event(old: UserState | None, new: UserState | None, event: Event) 
         before, after = getattr(old, dimension), getattr(new, dimension)
         if before != after:
             triggers.append(_change(trigger_type, new, event, before, after, rule, event.event_id))
-    return triggers
-    if old.health != new.health:
-        triggers.append(
-            _change(
-                TYPE_HEALTH_CHANGED,
-                new,
-                event,
-                old.health,
-                new.health,
-                "health_policy",
-                event.event_id,
-            )
-        )
-    if old.tier != new.tier:
-        triggers.append(
-            _change(
-                TYPE_TIER_CHANGED, new, event, old.tier, new.tier, "tier_thresholds", event.event_id
-            )
-        )
-    if old.segment != new.segment:
-        triggers.append(
-            _change(
-                TYPE_SEGMENT_CHANGED, new, event, old.segment, new.segment, "rfm", event.event_id
-            )
-        )
     return triggers
 
 
