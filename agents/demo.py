@@ -25,20 +25,21 @@ from agents.producer import EventProducer, new_event
 from agents.projection import profile_key
 from agents.reader import Record, collect
 from agents.settings import Settings, StackSettings
-from agents.stack import Stack
+from agents.stack import REPO_ROOT, Stack
 from streams import topics
 
 WORKER_NAME = "worker-demo"
 WORKER_MARKER = "agents.cli worker"
+DEMO_POLICY = REPO_ROOT / "deploy" / "demo-policy.toml"
 
 
 def sample_journeys(run: str, users: int, now_ms: int) -> list[dict[str, Any]]:
     """A few users' events, oldest first, ending just before ``now_ms``."""
     events: list[dict[str, Any]] = []
-    start = now_ms - 60_000
+    start = now_ms - 3_000
     for i in range(users):
         user = f"demo-{run}-u{i + 1}"
-        t = start + i * 1000
+        t = start + i * 500
         journey: list[tuple[str, dict[str, Any]]] = [
             ("signed_up", {"method": "email"}),
             ("session_started", {}),
@@ -90,6 +91,8 @@ def run_demo(*, users: int, timeout_s: float) -> None:
         "USERPULSE_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
         "USERPULSE_REDIS_URL": endpoints.redis_url,
     }
+    if "USERPULSE_POLICY_FILE" not in env and DEMO_POLICY.exists():
+        env["USERPULSE_POLICY_FILE"] = str(DEMO_POLICY)  # timed triggers in seconds
     settings = Settings.from_env(env)
     created = ensure_topics(settings)
     if created:
@@ -129,11 +132,27 @@ def run_demo(*, users: int, timeout_s: float) -> None:
     def mine(records: list[Record]) -> list[Record]:
         return [r for r in records if (r.key or b"").decode().startswith(f"demo-{run}-")]
 
+    carts = {str(e["user_id"]) for e in events if e["type"] == "product_added"} - {
+        str(e["user_id"]) for e in events if e["type"] == "order_completed"
+    }
+
+    def complete(rs: list[Record]) -> bool:
+        if not _worker_alive(stack):
+            return True
+        kinds = {(r.json()["user_id"], r.json()["type"]) for r in mine(rs)}
+        first_seen = {u for u, kind in kinds if kind == "stage_changed"}
+        reminded = {u for u, kind in kinds if kind == "cart_abandoned"}
+        return first_seen >= set(user_ids) and reminded >= carts
+
+    if carts:
+        _say(
+            f"{len(carts)} users left a cart: the first reminder is due 8 s after their last change"
+        )
     triggers = mine(
         collect(
             settings.kafka_bootstrap,
             [settings.topic(t) for t in topics.TRIGGER_TOPICS],
-            lambda rs: len(mine(rs)) >= len(user_ids) or not _worker_alive(stack),
+            complete,
             timeout_s=max(1.0, deadline - time.monotonic()),
         )
     )
@@ -153,10 +172,14 @@ def run_demo(*, users: int, timeout_s: float) -> None:
     for r in triggers:
         t = r.json()
         reason = t["reason"]
+        what = (
+            f"{reason.get('from')} -> {reason.get('to')}"
+            if "to" in reason
+            else f"step {reason.get('step')}, cart value {t['payload'].get('value')}"
+        )
         click.echo(
-            f"{r.topic}  {t['user_id']:18} {t['type']:14} "
-            f"{reason.get('from')} -> {reason.get('to')}  rule={reason.get('rule')}  "
-            f"trigger_id={t['trigger_id'][:12]}…"
+            f"{r.topic:26} {t['user_id']:16} {t['type']:15} {what:26} "
+            f"rule={reason.get('rule')}  trigger_id={t['trigger_id'][:12]}…"
         )
     click.secho(f"\n== dead letters ({len(dead)}) ==", bold=True)
     for r in dead:
@@ -171,7 +194,7 @@ def run_demo(*, users: int, timeout_s: float) -> None:
         click.echo(f"{user_id}: " + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode())
 
     missing = [u for u in user_ids if u not in profiles]
-    if len(triggers) < len(user_ids) or missing or not dead:
+    if not complete(triggers) or missing or not dead:
         raise UserpulseError(
             f"the worker did not finish within {timeout_s:.0f} s (triggers {len(triggers)}/"
             f"{len(user_ids)}, profiles {len(profiles)}/{len(user_ids)}); read {log}"
@@ -179,7 +202,8 @@ def run_demo(*, users: int, timeout_s: float) -> None:
     click.echo(
         f"\nThe worker keeps running (pid {pid}, log {log}). Try:\n"
         '  eval "$(.venv/bin/userpulse stack up)"\n'
-        "  .venv/bin/userpulse tail triggers.lifecycle\n"
+        "  .venv/bin/userpulse tail triggers.cart-abandonment   # the 2nd reminder comes 30 s in\n"
+        "  .venv/bin/userpulse segments\n"
         f"  .venv/bin/userpulse profile {user_ids[0]}\n"
         "Stop the worker, Kafka and Redis with:\n"
         "  .venv/bin/userpulse stack down"

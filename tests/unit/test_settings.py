@@ -101,3 +101,10 @@ def test_the_shipped_policy_file_loads(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parents[2] / "deploy" / "policy.toml"
     s = Settings.from_env({"USERPULSE_POLICY_FILE": str(shipped)})
     assert s.load_policy() == Settings.from_env({}).load_policy()
+
+
+def test_the_demo_policy_loads_and_has_second_scale_reminders() -> None:
+    demo = Path(__file__).resolve().parents[2] / "deploy" / "demo-policy.toml"
+    policy = Settings.from_env({"USERPULSE_POLICY_FILE": str(demo)}).load_policy()
+    assert policy.cart.reminder_delays_s == (8, 30)
+    assert policy.delivery.quiet_hours == ()
