@@ -58,11 +58,11 @@ from agents.replay import (
     DEFAULT_MAX_LATENESS_S,
     EXAMPLE_REJECTIONS,
     PROGRESS_INTERVAL_S,
-    PROGRESS_LOG_INTERVAL_S,
     ReadStats,
     Rejection,
     mapped_rows,
 )
+from agents.terminal import ProgressLine, fail
 from streams import topics
 from streams.datasets import LAYOUTS, OrderError
 from streams.derived import Alias, DerivedMessage, Forward, Merge, ReferralCredit
@@ -895,42 +895,6 @@ class _UntilType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class _Printer:
-    """Progress on stderr: one rewritten line on a terminal, periodic lines otherwise."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.width = 0
-        self.last_line = -PROGRESS_LOG_INTERVAL_S
-        self.last_phase = ""
-
-    def __call__(self, p: BacktestProgress) -> None:
-        text = (
-            f"{p.phase:9} {p.rows:>12,} rows  {p.events:>12,} events  {p.triggers:>10,} "
-            f"triggers  {p.rejected:>8,} rejected  {p.recent_events_per_s:>9,.0f} events/s  "
-            f"{p.elapsed_s:6.0f} s"
-        )
-        if self.tty:
-            self.stream.write("\r" + text.ljust(self.width))
-            self.width = len(text)
-        elif p.elapsed_s - self.last_line >= PROGRESS_LOG_INTERVAL_S or p.phase != self.last_phase:
-            self.stream.write(text + "\n")
-            self.last_line, self.last_phase = p.elapsed_s, p.phase
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.tty and self.width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.width = 0
-
-
-def _fail(message: str) -> None:
-    click.secho(f"userpulse: error: {message}", fg="red", err=True)
-    sys.exit(2)
-
-
 @click.command("backtest", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
@@ -1003,7 +967,17 @@ def backtest_command(
     this process: no Kafka, no Redis, no topic is touched. Prints per trigger
     type how many would fire, when and for whom; --csv writes every trigger.
     """
-    printer = _Printer(sys.stderr)
+    line = ProgressLine(sys.stderr)
+
+    def printer(p: BacktestProgress) -> None:
+        line.show(
+            f"{p.phase:9} {p.rows:>12,} rows  {p.events:>12,} events  {p.triggers:>10,} "
+            f"triggers  {p.rejected:>8,} rejected  {p.recent_events_per_s:>9,.0f} events/s  "
+            f"{p.elapsed_s:6.0f} s",
+            p.elapsed_s,
+            p.phase,
+        )
+
     try:
         policy = load_policy_file(policy_path)
         p_alive_at = load_model_file(model_path)
@@ -1020,13 +994,13 @@ def backtest_command(
             p_alive_at=p_alive_at,
         )
     except (UserpulseError, ConfigError) as exc:
-        printer.end()
-        _fail(str(exc))
+        line.end()
+        fail(str(exc))
     except KeyboardInterrupt:
-        printer.end()
+        line.end()
         click.echo("interrupted", err=True)
         sys.exit(130)
-    printer.end()
+    line.end()
     source = policy_path or "built-in defaults"
     if model_path is not None:
         source += f", churn model: {model_path}"

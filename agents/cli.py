@@ -6,7 +6,6 @@ end with one line that says what is wrong and what to do, and a non-zero exit.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,36 +13,11 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from agents.errors import StackError, UserpulseError
+from agents.errors import UserpulseError
 from agents.settings import REFERENCE, Settings, StackSettings
+from agents.terminal import fail, friendly_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, detail: str = "") -> None:
-    click.secho(f"userpulse: error: {message}", fg="red", err=True)
-    if detail:
-        click.echo("---- last lines of the log ----", err=True)
-        click.echo(detail, err=True)
-    sys.exit(2)
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn our errors into one clear line and exit code 2 (no traceback wall)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except StackError as exc:
-            _fail(str(exc), exc.log_tail)
-        except UserpulseError as exc:
-            _fail(str(exc))
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -194,7 +168,7 @@ def profile(user_id: str) -> None:
             f"cannot read Redis ({exc}); start it (userpulse stack up) or set USERPULSE_REDIS_URL"
         ) from None
     if not fields:
-        _fail(f"no profile for {user_id!r} (check the id and USERPULSE_REDIS_KEY_PREFIX)")
+        fail(f"no profile for {user_id!r} (check the id and USERPULSE_REDIS_KEY_PREFIX)")
     click.echo(orjson.dumps(fields, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
 

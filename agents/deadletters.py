@@ -31,8 +31,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from agents.errors import InfrastructureError, UserpulseError
-from agents.ingest import friendly_errors
 from agents.settings import Settings
+from agents.terminal import friendly_errors
 from streams import topics
 
 #: Characters of a value ``dlq show`` prints before it cuts the rest.

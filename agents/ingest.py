@@ -18,7 +18,6 @@ only opens files and prints.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sys
 import time
@@ -32,9 +31,10 @@ import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
-from agents.errors import InfrastructureError, StackError, UserpulseError
+from agents.errors import InfrastructureError, UserpulseError
 from agents.producer import EventProducer
 from agents.settings import Settings
+from agents.terminal import fail, friendly_errors
 from streams.errors import EventError
 from streams.events import parse_event
 
@@ -57,35 +57,6 @@ _FLUSH_TIMEOUT_S = 30.0
 
 class UndeliveredError(InfrastructureError):
     """Kafka stopped taking or acknowledging events in the middle of a run."""
-
-
-# ---- errors on the command line (agents.cli has the same; importing it here
-# would be circular once cli registers these commands) -----------------------
-def fail(message: str, detail: str = "") -> None:
-    """Print ``userpulse: error: message`` on stderr and exit with code 2."""
-    click.secho(f"userpulse: error: {message}", fg="red", err=True)
-    if detail:
-        click.echo("---- last lines of the log ----", err=True)
-        click.echo(detail, err=True)
-    sys.exit(2)
-
-
-def friendly_errors(fn: F) -> F:
-    """Turn our errors into one clear line and exit code 2 (no traceback wall)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except StackError as exc:
-            fail(str(exc), exc.log_tail)
-        except UserpulseError as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 # ---- the work --------------------------------------------------------------

@@ -42,6 +42,7 @@ import orjson
 
 from agents.errors import UserpulseError
 from agents.settings import Settings
+from agents.terminal import ProgressLine, fail
 from streams.datasets import (
     LAYOUTS,
     REES46,
@@ -62,7 +63,6 @@ from streams.state import DEDUP_WINDOW
 #: Seconds between progress reports.
 PROGRESS_INTERVAL_S = 1.0
 #: Seconds between progress lines when stderr is not a terminal (a log file).
-PROGRESS_LOG_INTERVAL_S = 5.0
 #: How far behind the latest row a row of presorted input may be, by default.
 DEFAULT_MAX_LATENESS_S = 60.0
 #: EventProducer options for bulk sending, measured with benchmarks/replay.py: against
@@ -567,41 +567,6 @@ class _Pacer:
 # The command
 
 
-def _fail(message: str) -> None:
-    click.secho(f"userpulse: error: {message}", fg="red", err=True)
-    sys.exit(2)
-
-
-class _Printer:
-    """Progress on stderr: one rewritten line on a terminal, periodic lines otherwise."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.width = 0
-        self.last_line = 0.0
-        self.last_phase = ""
-
-    def __call__(self, p: ReplayProgress) -> None:
-        text = (
-            f"{p.phase:9} {p.rows:>12,} rows  {p.sent:>12,} sent  {p.rejected:>8,} rejected  "
-            f"{p.recent_events_per_s:>9,.0f} events/s  {_clock(p.elapsed_s)}"
-        )
-        if self.tty:
-            self.stream.write("\r" + text.ljust(self.width))
-            self.width = len(text)
-        elif p.elapsed_s - self.last_line >= PROGRESS_LOG_INTERVAL_S or p.phase != self.last_phase:
-            self.stream.write(text + "\n")
-            self.last_line, self.last_phase = p.elapsed_s, p.phase
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.tty and self.width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.width = 0
-
-
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -694,7 +659,16 @@ def replay_command(
     event-time order, keyed by user, with deterministic event ids (a second
     replay of the same file is de-duplicated).
     """
-    printer = _Printer(sys.stderr)
+    line = ProgressLine(sys.stderr)
+
+    def printer(p: ReplayProgress) -> None:
+        line.show(
+            f"{p.phase:9} {p.rows:>12,} rows  {p.sent:>12,} sent  {p.rejected:>8,} rejected  "
+            f"{p.recent_events_per_s:>9,.0f} events/s  {_clock(p.elapsed_s)}",
+            p.elapsed_s,
+            p.phase,
+        )
+
     try:
         settings = Settings.from_env()
         report = replay_file(
@@ -710,18 +684,18 @@ def replay_command(
             dry_run=dry_run,
         )
     except ReplayInterrupted as stop:
-        printer.end()
+        line.end()
         click.echo(summary(stop.report, rejected_path))
         click.echo("interrupted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:
-        printer.end()
+        line.end()
         click.echo("interrupted", err=True)
         sys.exit(130)
     except UserpulseError as exc:
-        printer.end()
-        _fail(str(exc))
-    printer.end()
+        line.end()
+        fail(str(exc))
+    line.end()
     if report.topics_created:
         click.echo(f"created topics: {', '.join(report.topics_created)}", err=True)
     click.echo(summary(report, rejected_path))

@@ -7,9 +7,7 @@ it (the CLI imports this module).
 
 from __future__ import annotations
 
-import sys
 import unicodedata
-from typing import NoReturn
 
 import click
 import orjson
@@ -17,12 +15,8 @@ import redis
 
 from agents.projection import ProfileReader
 from agents.settings import Settings, redact_url
+from agents.terminal import fail
 from streams.errors import UserpulseError
-
-
-def _fail(message: str) -> NoReturn:
-    click.secho(f"userpulse: error: {message}", fg="red", err=True)
-    sys.exit(2)
 
 
 def _width(text: str) -> int:
@@ -90,9 +84,9 @@ def segments_command(list_: tuple[str, str] | None, limit: int | None, as_json: 
         finally:
             client.close()
     except UserpulseError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (redis.RedisError, OSError) as exc:
-        _fail(
+        fail(
             f"cannot read Redis at {redact_url(url)} ({exc}); "
             "start it with `userpulse stack up` or set USERPULSE_REDIS_URL"
         )

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ import orjson
 import pytest
 import redis
 
-from agents.admin import ensure_topics
 from agents.projection import profile_key
 from agents.reader import Record, collect
 from agents.replay import replay_file
@@ -30,6 +27,7 @@ from streams.datasets import REES46, map_rows, parse_rees46_time
 from streams.errors import EventError
 from streams.state import DEDUP_WINDOW
 from streams.triggers import TYPE_STAGE_CHANGED
+from tests.e2e.conftest import Worker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -66,58 +64,6 @@ SCRIPT: list[tuple[int, str, str, str, str, str]] = [
 ]
 #: events per user, session_started included — counted by hand
 EXPECTED = {"541000001": 5, "541000002": 6, "541000003": 4, "541000004": 6}
-
-
-class Worker:
-    """A `userpulse worker` subprocess with its log (as in tests/e2e/test_worker.py)."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("USERPULSE_")}
-        env.update(settings.to_env())
-        self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker"],
-            env=env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._out.close()
-
-
-@pytest.fixture
-def worker(settings: Settings, tmp_path: Path) -> Iterator[Worker]:
-    ensure_topics(settings)
-    w = Worker(settings, tmp_path / "worker.log")
-    try:
-        yield w
-    finally:
-        w.stop()
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, worker: Worker, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        assert worker.proc.poll() is None, (
-            f"worker exited while waiting for {what}:\n{worker.tail()}"
-        )
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; worker log:\n{worker.tail()}")
 
 
 def rows() -> list[dict[str, str]]:

@@ -30,7 +30,9 @@ def cdnow_path() -> Path:
     try:
         dist = importlib.metadata.distribution("lifetimes")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("lifetimes (a dev extra) is not installed: it ships the CDNOW data")
+        pytest.fail(
+            "lifetimes (a dev extra: make install) is not installed: it ships the CDNOW data"
+        )
     return Path(str(dist.locate_file("lifetimes/datasets/cdnow_customers_summary.csv")))
 
 

@@ -20,13 +20,12 @@ from hypothesis import strategies as st
 
 from agents.replay import (
     ReplayError,
-    ReplayProgress,
-    _Printer,
     mapped_rows,
     replay_command,
     replay_file,
 )
 from agents.settings import Settings
+from agents.terminal import ProgressLine
 from streams.datasets import (
     DATASET_CURRENCY,
     MAPPING_CODES,
@@ -653,10 +652,10 @@ def test_progress_is_one_rewritten_line_on_a_terminal_and_lines_in_a_log() -> No
 
     tty, log = Terminal(), io.StringIO()
     for stream in (tty, log):
-        printer = _Printer(stream)
+        line = ProgressLine(stream)
         for second in range(3):
-            printer(ReplayProgress("replaying", 1000 * second, 900 * second, second, second, 900.0))
-        printer.end()
+            line.show(f"replaying {1000 * second:,} rows  900 events/s", float(second), "replaying")
+        line.end()
     assert tty.getvalue().count("\r") == 3 and tty.getvalue().endswith("\n")
     assert "2,000 rows" in tty.getvalue() and "900 events/s" in tty.getvalue()
     assert "\r" not in log.getvalue() and log.getvalue().count("\n") >= 1
