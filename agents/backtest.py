@@ -327,7 +327,10 @@ class Backtest:
         if new is caught:  # a redelivered event (or erasing a user never seen): no change
             self.duplicates += new is not None
             return
-        triggers = [*decide_on_event(caught, new, event), *win_back(caught, new, event)]
+        triggers = [
+            *decide_on_event(caught, new, event),
+            *win_back(caught, new, event, self.policy.delivery),
+        ]
         self._store(key, new, triggers)
         outgoing: list[DerivedMessage] = [
             *aliases_to_send(caught, event),

@@ -189,7 +189,11 @@ class Pipeline:
             new = apply(caught, event, self.policy)
             if new is caught and not timed:
                 continue  # a redelivered event: nothing changes
-            triggers = [*timed, *decide_on_event(caught, new, event), *win_back(caught, new, event)]
+            triggers = [
+                *timed,
+                *decide_on_event(caught, new, event),
+                *win_back(caught, new, event, self.policy.delivery),
+            ]
             await self._store(key, partition, old, new, triggers, event)
             outgoing: list[DerivedMessage] = [
                 *aliases_to_send(caught, event),

@@ -42,6 +42,8 @@ from streams.profile import profile_snapshot
 from streams.state import STAGE_ERASED, STAGE_MERGED, UserState, derive
 from streams.triggers import Trigger, decide_on_event, trigger_id_for
 
+DEFAULT_DELIVERY = DeliveryPolicy()
+
 TYPE_CART_ABANDONED = "cart_abandoned"
 TYPE_ACTIVATION_STALLED = "activation_stalled"
 TYPE_CHURN_WARNING = "churn_warning"
@@ -351,12 +353,22 @@ def run_until(
     return state, triggers
 
 
-def win_back(old: UserState | None, new: UserState | None, event: Event) -> list[Trigger]:
+def win_back(
+    old: UserState | None,
+    new: UserState | None,
+    event: Event,
+    delivery: DeliveryPolicy = DEFAULT_DELIVERY,
+) -> list[Trigger]:
     """A user warned about churn came back: a win-back trigger with how long
-    they were gone."""
+    they were gone. It goes out at once — the user is active right now — so
+    quiet hours and the daily cap do not hold it back; consent does (flagged
+    or suppressed like every marketing trigger)."""
     if old is None or new is None or old.churn_warned_ms is None:
         return []
     if event.timestamp_ms < old.churn_warned_ms:
+        return []
+    consent = new.consented(delivery.channel)
+    if consent is not True and delivery.consent == "suppress":
         return []
     gone_ms = event.timestamp_ms - old.last_seen_ms
     return [
@@ -373,7 +385,16 @@ def win_back(old: UserState | None, new: UserState | None, event: Event) -> list
                 "event_type": event.type,
             },
             profile=profile_snapshot(new),
-            payload={"gone_days": round(gone_ms / DAY_MS, 2), "priority": _priority(new)},
+            payload={
+                "gone_days": round(gone_ms / DAY_MS, 2),
+                "priority": _priority(new),
+                "delivery": {
+                    "channel": delivery.channel,
+                    "consent": consent,
+                    "deliverable": consent is True,
+                    "deferred_ms": 0,
+                },
+            },
         )
     ]
 

@@ -57,7 +57,7 @@ class User:
         caught, timed = run_until(self.state, at_ms - 1, self.policy)
         new = apply(caught, event, self.policy)
         self.state = new
-        return timed + win_back(caught, new, event)
+        return timed + win_back(caught, new, event, self.policy.delivery)
 
     def until(self, at_ms: int) -> list[Trigger]:
         self.state, fired = run_until(self.state, at_ms, self.policy)
@@ -265,3 +265,17 @@ def test_timer_index_orders_replaces_and_clears_deadlines() -> None:
         index.set(b"x", i)
     assert len(index._heap) < 200
     assert list(index.pop_due(10_000)) == [(b"x", 999)]
+
+
+def test_win_back_carries_the_delivery_block_and_respects_consent_suppression() -> None:
+    policy = replace(POLICY, churn=ChurnPolicy(inactivity_s=86400))
+    flagged = User(policy)
+    flagged.on("page_viewed", T0)
+    flagged.until(T0 + 2 * DAY_MS)
+    [back] = of_type(flagged.on("page_viewed", T0 + 3 * DAY_MS), TYPE_WIN_BACK)
+    assert back.payload["delivery"]["deliverable"] is False  # no consent given: flagged
+    suppressing = replace(policy, delivery=replace(NO_QUIET, consent="suppress"))
+    quiet = User(suppressing)
+    quiet.on("page_viewed", T0)
+    quiet.until(T0 + 2 * DAY_MS)
+    assert of_type(quiet.on("page_viewed", T0 + 3 * DAY_MS), TYPE_WIN_BACK) == []
