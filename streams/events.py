@@ -1,17 +1,14 @@
-"""The input contract: bytes from ``user-events`` → a typed :class:`Event`,
-or an :class:`~streams.errors.EventError` that says exactly what is wrong.
+"""The parser of the input contract: bytes from ``user-events`` → a typed
+:class:`Event`, or an :class:`~streams.errors.EventError` that says exactly
+what is wrong.
 
-The contract is data, declared once in this module:
-
-- :data:`EVENT_TYPES` — every known event type, who it must name
-  (``user_id``, ``anonymous_id`` or both) and its properties with their kinds;
-- :data:`CONTEXT` — the known ``context`` fields;
-- :data:`REJECTION_CODES` — every ``EventError.code`` a record can get.
-
-:func:`parse_event` validates a record against those tables and
-:func:`json_schema` renders the same tables as JSON Schema (draft 2020-12),
-committed at ``streams/schemas/user-event.schema.json`` for producers in other
-languages (regenerate with ``python -m streams.events``). docs/events.md is the
+The contract itself — :data:`EVENT_TYPES`, :data:`CONTEXT`,
+:data:`REJECTION_CODES`, :class:`Limits` and the bounds and patterns — is
+declared as data in :mod:`streams.contract`; :func:`parse_event` compiles those
+tables once, at import, into the checks it runs. :mod:`streams.schema` renders
+the same tables as JSON Schema. Their public names are re-exported here (see
+``__all__``), so ``from streams.events import EVENT_TYPES, json_schema`` keeps
+working, and so does ``python -m streams.events`` (it prints the schema). docs/events.md is the
 contract a producer reads.
 
 Nothing here reads a clock or the environment: ``now_ms`` is passed in.
@@ -29,49 +26,75 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
+from streams.contract import (
+    CAMPAIGN,
+    CONSENT_CHANNELS,
+    CONTEXT,
+    CURRENCY_PATTERN,
+    DEFAULT_LIMITS,
+    EVENT_TYPES,
+    ID_PATTERN,
+    ISO_TIMESTAMP_PATTERN,
+    LINE_ITEM,
+    LOCALE_PATTERN,
+    MAX_LOCALE_LENGTH,
+    MAX_TIMEZONE_LENGTH,
+    MAX_TYPE_LENGTH,
+    MIN_TIMESTAMP_MS,
+    REJECTION_CODES,
+    TIMEZONE_PATTERN,
+    TYPE_PATTERN,
+    EventType,
+    Field,
+    Identity,
+    Kind,
+    Limits,
+    Shape,
+)
 from streams.errors import EventError
+from streams.schema import SCHEMA_ID, json_schema, render_json_schema
+
+#: The parser (this module), the contract tables it checks against
+#: (streams.contract) and the JSON Schema rendering (streams.schema).
+__all__ = [
+    "CAMPAIGN",
+    "CONSENT_CHANNELS",
+    "CONTEXT",
+    "CURRENCY_PATTERN",
+    "DEFAULT_LIMITS",
+    "EVENT_TYPES",
+    "ID_PATTERN",
+    "ISO_TIMESTAMP_PATTERN",
+    "LINE_ITEM",
+    "LOCALE_PATTERN",
+    "MAX_TYPE_LENGTH",
+    "MIN_TIMESTAMP_MS",
+    "REJECTION_CODES",
+    "SCHEMA_ID",
+    "TIMEZONE_PATTERN",
+    "TYPE_PATTERN",
+    "Check",
+    "Event",
+    "EventType",
+    "Field",
+    "Identity",
+    "Kind",
+    "Limits",
+    "Shape",
+    "encode_event",
+    "json_schema",
+    "parse_event",
+    "render_json_schema",
+]
 
 # ---------------------------------------------------------------------------
-# Limits and fixed bounds
+# Patterns compiled for the hot path (all but the zoneless one are the
+# contract's, from streams.contract)
 
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds on what the pipeline accepts; set from the worker's settings
-    (``USERPULSE_MAX_EVENT_BYTES``, ``USERPULSE_MAX_FUTURE_SKEW_S``)."""
-
-    max_bytes: int = 64 * 1024
-    max_future_skew_ms: int = 10 * 60 * 1000
-    max_id_length: int = 256
-    max_amount: float = 1_000_000_000_000
-    max_quantity: int = 1_000_000
-
-
-DEFAULT_LIMITS = Limits()
-
-#: Longest accepted event type name.
-MAX_TYPE_LENGTH: Final = 64
-#: Earliest accepted event time, 1973-03-03T09:46:40Z. Every number below it
-#: is far likelier epoch *seconds* sent by mistake than a real 1970s event.
-MIN_TIMESTAMP_MS: Final = 100_000_000_000
-_MAX_TIMEZONE_LENGTH: Final = 64
-_MAX_LOCALE_LENGTH: Final = 35
-
-# Patterns shared by the parser (``re.fullmatch``) and the JSON Schema
-# (ECMA-262), so they are written in the subset both understand.
-TYPE_PATTERN: Final = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
-ID_PATTERN: Final = r"^[^\u0000-\u001f\u007f-\u009f]*$"
-CURRENCY_PATTERN: Final = r"^[A-Z]{3}$"
-LOCALE_PATTERN: Final = r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})*$"
-TIMEZONE_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
-ISO_TIMESTAMP_PATTERN: Final = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
-)
 _ZONELESS_PATTERN: Final = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?"
 )
@@ -85,285 +108,6 @@ _ISO_RE: Final = re.compile(ISO_TIMESTAMP_PATTERN)
 _ZONELESS_RE: Final = re.compile(_ZONELESS_PATTERN)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
-
-# ---------------------------------------------------------------------------
-# Rejection codes
-
-#: Every ``EventError.code`` of the contract and what it means. All but
-#: ``key_mismatch`` come from :func:`parse_event`; ``key_mismatch`` is raised
-#: by the pipeline when the Kafka record key is not :attr:`Event.key`.
-REJECTION_CODES: Final[Mapping[str, str]] = {
-    "too_large": "the record is bigger than the configured limit",
-    "invalid_utf8": "the record is not valid UTF-8",
-    "not_json": "the record is not a JSON document",
-    "not_object": "the JSON document is not an object",
-    "unknown_field": "a field that the contract does not define",
-    "missing_field": "a required field is absent or null",
-    "wrong_type": "a field has the wrong JSON type",
-    "empty_id": "an identifier is the empty string",
-    "id_too_long": "an identifier is longer than the limit",
-    "control_character": "an identifier contains a control character",
-    "bad_type": "the event type is not a snake_case name of at most 64 characters",
-    "bad_timestamp": "the timestamp cannot be read as an event time",
-    "future_timestamp": "the timestamp is further in the future than the allowed skew",
-    "bad_amount": "a money amount is negative, not finite or implausibly large",
-    "bad_quantity": "a quantity is not between 1 and the limit",
-    "bad_currency": "a currency is not a three-letter upper-case ISO 4217 code",
-    "bad_timezone": "a time zone is not an IANA time-zone name",
-    "bad_format": "a string does not follow its standard format (locale, IP address)",
-    "key_mismatch": "the Kafka record key is not the event's user_id (or anonymous_id)",
-}
-
-# ---------------------------------------------------------------------------
-# The declarative contract
-
-Kind = Literal[
-    "id",
-    "text",
-    "amount",
-    "quantity",
-    "currency",
-    "timezone",
-    "locale",
-    "ip",
-    "boolean",
-    "object",
-    "list",
-]
-Identity = Literal["either", "user", "both"]
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One named field of an object: its kind, whether it is required, and —
-    for ``object`` and ``list`` kinds — the shape of the object (or of each
-    list element). An optional field that is ``null`` counts as absent."""
-
-    name: str
-    kind: Kind
-    required: bool = False
-    doc: str = ""
-    shape: Shape | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """The fields of a JSON object. ``closed`` rejects fields not listed;
-    an open shape (the default) carries extra fields through untouched."""
-
-    name: str
-    fields: tuple[Field, ...] = ()
-    doc: str = ""
-    closed: bool = False
-    min_fields: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EventType:
-    """A known event type: its properties, which ids it must carry, and an
-    example ``properties`` object (used by the docs, the schema and tests)."""
-
-    name: str
-    doc: str
-    properties: tuple[Field, ...] = ()
-    identity: Identity = "either"
-    example: Mapping[str, Any] = field(default_factory=dict)
-
-
-LINE_ITEM: Final = Shape(
-    "line_item",
-    (
-        Field("product_id", "id", True, "the product (SKU) id"),
-        Field("quantity", "quantity", True, "units of the product"),
-        Field("price", "amount", True, "unit price, in the event's currency"),
-    ),
-    doc="One product line of a cart, checkout, order or refund.",
-)
-
-CAMPAIGN: Final = Shape(
-    "campaign",
-    (
-        Field("source", "id", doc="utm_source, e.g. newsletter, google"),
-        Field("medium", "id", doc="utm_medium, e.g. email, cpc"),
-        Field("name", "id", doc="utm_campaign, e.g. spring_sale"),
-        Field("term", "id", doc="utm_term"),
-        Field("content", "id", doc="utm_content"),
-    ),
-    doc="The marketing campaign that brought the user (UTM parameters).",
-)
-
-CONSENT_CHANNELS: Final = Shape(
-    "consent_channels",
-    tuple(
-        Field(channel, "boolean", doc=f"true when the user agrees to {channel} messages")
-        for channel in ("email", "sms", "push", "in_app")
-    ),
-    doc="Channels whose consent changed: channel name → granted. At least one.",
-    closed=True,
-    min_fields=1,
-)
-
-CONTEXT: Final = Shape(
-    "context",
-    (
-        Field(
-            "channel", "id", doc="acquisition or touch channel, e.g. web, ios, email, paid_search"
-        ),
-        Field("campaign", "object", doc="UTM campaign", shape=CAMPAIGN),
-        Field("locale", "locale", doc="BCP 47 language tag, e.g. en-US"),
-        Field("timezone", "timezone", doc="IANA time-zone name, e.g. Europe/Paris"),
-        Field("ip", "ip", doc="client IPv4 or IPv6 address"),
-        Field("user_agent", "text", doc="client User-Agent string"),
-    ),
-    doc="Where the event happened. Fields not listed here are carried through unchecked.",
-)
-
-_PRODUCTS = Field("products", "list", doc="the product lines", shape=LINE_ITEM)
-_CURRENCY = Field("currency", "currency", doc="ISO 4217 code of the amounts, e.g. EUR")
-
-#: Every known event type, by name. Types not listed here are accepted as
-#: generic activity with any ``properties`` object.
-EVENT_TYPES: Final[Mapping[str, EventType]] = {
-    spec.name: spec
-    for spec in (
-        EventType(
-            "signed_up",
-            "The user created an account. Carry the anonymous_id to merge the pre-sign-up history.",
-            (
-                Field("referrer_id", "id", doc="user_id of the user who referred them"),
-                Field("method", "text", doc="how they signed up, e.g. email, google"),
-            ),
-            identity="user",
-            example={"method": "email", "referrer_id": "u-1001"},
-        ),
-        EventType(
-            "session_started",
-            "A new app or site session began.",
-            (Field("session_id", "id", doc="the session's id"),),
-            example={"session_id": "s-8f2c"},
-        ),
-        EventType(
-            "page_viewed",
-            "A page or screen was viewed.",
-            (
-                Field("url", "text", doc="full URL"),
-                Field("path", "text", doc="path part of the URL"),
-                Field("title", "text", doc="page title"),
-                Field("referrer", "text", doc="referring URL"),
-            ),
-            example={"url": "https://shop.example/sale", "path": "/sale", "title": "Sale"},
-        ),
-        EventType(
-            "product_viewed",
-            "A product detail was viewed.",
-            (
-                Field("product_id", "id", True, "the product (SKU) id"),
-                Field("price", "amount", doc="unit price"),
-                _CURRENCY,
-            ),
-            example={"product_id": "sku-42", "price": 19.9, "currency": "EUR"},
-        ),
-        EventType(
-            "product_added",
-            "Units of a product were added to a cart.",
-            (
-                Field("product_id", "id", True, "the product (SKU) id"),
-                Field("quantity", "quantity", True, "units added"),
-                Field("price", "amount", True, "unit price"),
-                Field("cart_id", "id", True, "the cart's id"),
-                _CURRENCY,
-            ),
-            example={
-                "product_id": "sku-42",
-                "quantity": 2,
-                "price": 19.9,
-                "cart_id": "c-7",
-                "currency": "EUR",
-            },
-        ),
-        EventType(
-            "product_removed",
-            "Units of a product were removed from a cart.",
-            (
-                Field("product_id", "id", True, "the product (SKU) id"),
-                Field("quantity", "quantity", True, "units removed"),
-                Field("price", "amount", True, "unit price"),
-                Field("cart_id", "id", True, "the cart's id"),
-                _CURRENCY,
-            ),
-            example={"product_id": "sku-42", "quantity": 1, "price": 19.9, "cart_id": "c-7"},
-        ),
-        EventType(
-            "checkout_started",
-            "The user began checking out a cart.",
-            (
-                Field("cart_id", "id", True, "the cart's id"),
-                Field("value", "amount", doc="cart value"),
-                _CURRENCY,
-                _PRODUCTS,
-            ),
-            example={"cart_id": "c-7", "value": 39.8, "currency": "EUR"},
-        ),
-        EventType(
-            "order_completed",
-            "An order was paid.",
-            (
-                Field("order_id", "id", True, "the order's id"),
-                Field("revenue", "amount", True, "order revenue"),
-                Field("currency", "currency", True, "ISO 4217 code, e.g. EUR"),
-                Field("products", "list", True, "the product lines", shape=LINE_ITEM),
-                Field("cart_id", "id", doc="the cart that became this order"),
-                Field("discount", "amount", doc="discount granted"),
-                Field("shipping", "amount", doc="shipping cost"),
-                Field("tax", "amount", doc="tax"),
-                Field("coupon", "text", doc="coupon code used"),
-            ),
-            example={
-                "order_id": "o-1234",
-                "revenue": 39.8,
-                "currency": "EUR",
-                "products": [{"product_id": "sku-42", "quantity": 2, "price": 19.9}],
-                "cart_id": "c-7",
-            },
-        ),
-        EventType(
-            "order_refunded",
-            "Money of an order was given back (all or part of it).",
-            (
-                Field("order_id", "id", True, "the refunded order's id"),
-                Field("amount", "amount", True, "refunded amount"),
-                Field("currency", "currency", True, "ISO 4217 code, e.g. EUR"),
-                _PRODUCTS,
-            ),
-            example={"order_id": "o-1234", "amount": 19.9, "currency": "EUR"},
-        ),
-        EventType(
-            "user_identified",
-            "An anonymous visitor became a known user: merges anonymous_id into user_id.",
-            identity="both",
-        ),
-        EventType(
-            "referral_converted",
-            "Someone the user referred converted. Sent for the referrer (user_id).",
-            (
-                Field("referrer_id", "id", True, "the referring user's id"),
-                Field("referred_user_id", "id", True, "the referred user's id"),
-            ),
-            identity="user",
-            example={"referrer_id": "u-1001", "referred_user_id": "u-2002"},
-        ),
-        EventType(
-            "consent_updated",
-            "The user granted or withdrew consent for message channels.",
-            (Field("channels", "object", True, shape=CONSENT_CHANNELS),),
-            example={"channels": {"email": True, "sms": False}},
-        ),
-        EventType(
-            "user_deleted",
-            "The user asked for erasure: userpulse forgets them.",
-        ),
-    )
-}
 
 # ---------------------------------------------------------------------------
 # The event
@@ -760,7 +504,7 @@ def _check_timezone(value: Any, parent: str, name: str, limits: Limits) -> None:
 
 @lru_cache(maxsize=1024)
 def _is_timezone(name: str) -> bool:
-    if len(name) > _MAX_TIMEZONE_LENGTH or _TIMEZONE_RE.fullmatch(name) is None:
+    if len(name) > MAX_TIMEZONE_LENGTH or _TIMEZONE_RE.fullmatch(name) is None:
         return False
     try:
         zoneinfo.ZoneInfo(name)
@@ -772,7 +516,7 @@ def _is_timezone(name: str) -> bool:
 def _check_locale(value: Any, parent: str, name: str, limits: Limits) -> None:
     if type(value) is not str:
         raise _wrong_type(parent, name, "a string", value)
-    if len(value) > _MAX_LOCALE_LENGTH or _LOCALE_RE.fullmatch(value) is None:
+    if len(value) > MAX_LOCALE_LENGTH or _LOCALE_RE.fullmatch(value) is None:
         raise EventError(
             "bad_format",
             _path(parent, name),
@@ -952,197 +696,6 @@ def _kind(value: Any) -> str:
 def _show(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# ---------------------------------------------------------------------------
-# JSON Schema
-
-SCHEMA_ID: Final = "urn:userpulse:schema:user-event"
-
-
-def json_schema(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """The contract as a JSON Schema (draft 2020-12), built from the same tables
-    as :func:`parse_event`.
-
-    What a schema cannot say is left to the pipeline, which also checks: that a
-    time zone exists, that an ISO timestamp is a real time no earlier than
-    1973-03-03 and not in the future, that an IP address parses, and that
-    integers are written without a decimal point (JSON Schema takes 2.0 as an
-    integer).
-    """
-    defs: dict[str, Any] = {}
-    envelope = {
-        "event_id": _describe(
-            _kind_schema("id", limits), "unique id of the event: the de-duplication key"
-        ),
-        "type": {
-            "description": (
-                "event type: a snake_case name; unknown types are accepted as generic activity"
-            ),
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_TYPE_LENGTH,
-            "pattern": TYPE_PATTERN,
-            "examples": list(EVENT_TYPES),
-        },
-        "timestamp": {
-            "description": "event time: epoch milliseconds, or ISO-8601 / RFC 3339 with a zone",
-            "anyOf": [
-                {"type": "integer", "minimum": MIN_TIMESTAMP_MS},
-                {"type": "string", "pattern": ISO_TIMESTAMP_PATTERN, "format": "date-time"},
-            ],
-        },
-        "user_id": _nullable(
-            _describe(
-                _kind_schema("id", limits), "the known user's id; the record key when present"
-            )
-        ),
-        "anonymous_id": _nullable(
-            _describe(_kind_schema("id", limits), "the visitor's id before sign-up")
-        ),
-        "properties": {
-            "description": "what happened, per type (see allOf); null means {}",
-            "type": ["object", "null"],
-        },
-        "context": {
-            "description": CONTEXT.doc + " null means {}.",
-            "type": ["object", "null"],
-            "$ref": _shape_ref(CONTEXT, defs, limits),
-        },
-    }
-    per_type: list[dict[str, Any]] = []
-    for spec in EVENT_TYPES.values():
-        then: dict[str, Any] = {}
-        required: list[str] = []
-        if spec.properties:
-            shape = Shape(
-                f"{spec.name}_properties", spec.properties, doc=f"{spec.name}: {spec.doc}"
-            )
-            needs = any(f.required for f in spec.properties)
-            then["properties"] = {
-                "properties": {
-                    "type": "object" if needs else ["object", "null"],
-                    "$ref": _shape_ref(shape, defs, limits),
-                }
-            }
-            if needs:
-                required.append("properties")
-        if spec.identity != "either":
-            ids = ["user_id"] if spec.identity == "user" else ["user_id", "anonymous_id"]
-            required.extend(ids)
-            then.setdefault("properties", {}).update({name: {"type": "string"} for name in ids})
-        if required:
-            then["required"] = required
-        if then:
-            per_type.append(
-                {
-                    "if": {"properties": {"type": {"const": spec.name}}, "required": ["type"]},
-                    "then": then,
-                }
-            )
-    example = {
-        "event_id": "0b7e6c1e-5f1a-4c8e-9d43-2f1d7c9a1b22",
-        "type": "product_added",
-        "user_id": "u-1001",
-        "timestamp": "2024-05-01T12:00:00.250Z",
-        "properties": dict(EVENT_TYPES["product_added"].example),
-        "context": {"channel": "web", "locale": "en-US", "timezone": "Europe/Paris"},
-    }
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
-        "title": "userpulse user event",
-        "description": (
-            "One record of the user-events topic (JSON, UTF-8, key = user_id or else "
-            "anonymous_id). See docs/events.md."
-        ),
-        "type": "object",
-        "properties": envelope,
-        "required": ["event_id", "type", "timestamp"],
-        "additionalProperties": False,
-        "anyOf": [
-            {"required": [name], "properties": {name: {"type": "string"}}}
-            for name in ("user_id", "anonymous_id")
-        ],
-        "allOf": per_type,
-        "examples": [example],
-        "$defs": defs,
-    }
-
-
-def render_json_schema(limits: Limits = DEFAULT_LIMITS) -> str:
-    """:func:`json_schema` as the text committed in streams/schemas/."""
-    return json.dumps(json_schema(limits), indent=2, ensure_ascii=False) + "\n"
-
-
-def _kind_schema(kind: Kind, limits: Limits) -> dict[str, Any]:
-    if kind == "id":
-        return {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": limits.max_id_length,
-            "pattern": ID_PATTERN,
-        }
-    if kind == "text":
-        return {"type": "string"}
-    if kind == "amount":
-        return {"type": "number", "minimum": 0, "maximum": limits.max_amount}
-    if kind == "quantity":
-        return {"type": "integer", "minimum": 1, "maximum": limits.max_quantity}
-    if kind == "currency":
-        return {"type": "string", "pattern": CURRENCY_PATTERN}
-    if kind == "timezone":
-        return {"type": "string", "maxLength": _MAX_TIMEZONE_LENGTH, "pattern": TIMEZONE_PATTERN}
-    if kind == "locale":
-        return {"type": "string", "maxLength": _MAX_LOCALE_LENGTH, "pattern": LOCALE_PATTERN}
-    if kind == "ip":
-        return {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
-    if kind == "boolean":
-        return {"type": "boolean"}
-    raise ValueError(f"kind {kind!r} has no scalar schema")
-
-
-def _field_schema(spec: Field, defs: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    if spec.kind == "object":
-        assert spec.shape is not None
-        schema: dict[str, Any] = {"type": "object", "$ref": _shape_ref(spec.shape, defs, limits)}
-    elif spec.kind == "list":
-        assert spec.shape is not None
-        item = {"type": "object", "$ref": _shape_ref(spec.shape, defs, limits)}
-        schema = {"type": "array", "items": item}
-    else:
-        schema = _kind_schema(spec.kind, limits)
-    if spec.doc:
-        schema = _describe(schema, spec.doc)
-    return schema if spec.required else _nullable(schema)
-
-
-def _shape_ref(shape: Shape, defs: dict[str, Any], limits: Limits) -> str:
-    """Add ``shape`` to ``defs`` (without a ``type``: the referring site says
-    whether null is allowed) and return its reference."""
-    if shape.name not in defs:
-        body: dict[str, Any] = {}
-        if shape.doc:
-            body["description"] = shape.doc
-        defs[shape.name] = body
-        body["properties"] = {f.name: _field_schema(f, defs, limits) for f in shape.fields}
-        required = [f.name for f in shape.fields if f.required]
-        if required:
-            body["required"] = required
-        if shape.closed:
-            body["additionalProperties"] = False
-        if shape.min_fields:
-            body["minProperties"] = shape.min_fields
-    return f"#/$defs/{shape.name}"
-
-
-def _describe(schema: dict[str, Any], doc: str) -> dict[str, Any]:
-    return {"description": doc, **schema}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    kind = schema["type"]
-    return {**schema, "type": [kind, "null"]}
 
 
 if __name__ == "__main__":
