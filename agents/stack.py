@@ -196,7 +196,7 @@ class Stack:
         classpath = f"{libs}/*"
         base = [java, "-cp", classpath, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}"]
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             self.progress("formatting KRaft storage")
             fmt = subprocess.run(
                 [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
@@ -375,6 +375,16 @@ class Stack:
 
 
 # ---- helpers ---------------------------------------------------------------
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, base64url. Like Kafka's own
+    ``Uuid.randomUuid()``, never one that starts with "-" — the storage
+    tool's argument parser would take it for an option (1 in 32 ids)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def check_java() -> str:
     """The path of a Java >= 17 runtime, or a StackError that says how to get one."""
     java = shutil.which("java")

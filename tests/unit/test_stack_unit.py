@@ -91,3 +91,9 @@ def test_down_stops_a_registered_process_by_pid_file(tmp_path: Path) -> None:
 
 def test_free_port_is_free() -> None:
     assert port_free(free_port())
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    ids = {stack_mod.new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
