@@ -62,6 +62,7 @@ from agents.replay import (
     Rejection,
     mapped_rows,
 )
+from agents.settings import load_policy_file as settings_policy_file
 from agents.terminal import ProgressLine, fail
 from streams import topics
 from streams.datasets import LAYOUTS, OrderError
@@ -69,7 +70,7 @@ from streams.derived import Alias, DerivedMessage, Forward, Merge, ReferralCredi
 from streams.errors import ConfigError, EventError
 from streams.events import Event, parse_event
 from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
-from streams.policy import DAY_MS, DEFAULT_POLICY, Policy, parse_policy
+from streams.policy import DAY_MS, DEFAULT_POLICY, Policy
 from streams.referral import credits_to_send, on_referral_credit
 from streams.state import UserState, apply, encode_state
 from streams.timed import (
@@ -94,7 +95,7 @@ from streams.triggers import (
 )
 
 if TYPE_CHECKING:
-    from streams.bgnbd import BgNbdParams
+    pass
 
 #: Every trigger type with its topic, in the order reports list them.
 TRIGGER_TYPES: Mapping[str, str] = {
@@ -799,42 +800,8 @@ def _table(rows: Sequence[tuple[str, ...]], right: tuple[int, ...] = ()) -> list
 
 
 def load_policy_file(path: str | None) -> Policy:
-    """The policy in the TOML file at ``path`` (None: the built-in defaults)."""
-    if path is None:
-        return DEFAULT_POLICY
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise ConfigError(
-            "--policy",
-            f"cannot read {path} ({problem})",
-            "point it at a readable TOML file (deploy/policy.toml documents every key), "
-            "or leave --policy out for the defaults",
-        ) from None
-    return parse_policy(text, source=path)
-
-
-def model_p_alive_at(params: BgNbdParams, unit_days: float) -> PAliveAt:
-    """P(alive) under fitted BG/NBD parameters, as a worker computes it once
-    ``userpulse fit`` published a model (docs/churn-model.md). A value the
-    series cannot give (:class:`~streams.bgnbd.BgNbdError`) is no answer."""
-    from streams.bgnbd import BgNbdError, p_alive_at_ms  # numpy: only with a model
-
-    def p_alive_at(state: UserState, at_ms: int) -> float | None:
-        try:
-            return p_alive_at_ms(
-                params,
-                state.first_order_ms,
-                state.last_order_ms,
-                state.order_count,
-                at_ms,
-                unit_days,
-            )
-        except BgNbdError:
-            return None
-
-    return p_alive_at
+    """``--policy``: the policy in the TOML file at ``path`` (None: the defaults)."""
+    return settings_policy_file(path, key="--policy", unset="leave --policy out")
 
 
 def load_model_file(path: str | None) -> PAliveAt | None:
@@ -866,6 +833,8 @@ def load_model_file(path: str | None) -> PAliveAt | None:
         raise ConfigError("--model", f"{path} lacks a parameter ({exc})", fix) from None
     except BgNbdError as exc:
         raise ConfigError("--model", f"{path}: {exc}", fix) from None
+    from agents.model import model_p_alive_at
+
     return model_p_alive_at(params, float(unit_days))
 
 

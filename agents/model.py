@@ -29,9 +29,10 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from agents.admin import admin_client
 from agents.errors import InfrastructureError, UserpulseError
 from agents.settings import Settings
-from streams.bgnbd import BgNbdError, BgNbdParams, FitResult, fit, summary
+from streams.bgnbd import BgNbdError, BgNbdParams, FitResult, fit, p_alive_at_ms, summary
 from streams.errors import StateError
 from streams.state import STAGE_ERASED, UserState, decode_state
+from streams.timed import PAliveAt
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,27 @@ class Model:
             int(doc["buyers"]),
             float(doc["log_likelihood"]),
         )
+
+
+def model_p_alive_at(params: BgNbdParams, unit_days: float) -> PAliveAt:
+    """P(alive) under fitted BG/NBD parameters, as a worker computes it once
+    ``userpulse fit`` published a model (docs/churn-model.md). A value the
+    series cannot give (:class:`~streams.bgnbd.BgNbdError`) is no answer."""
+
+    def p_alive_at(state: UserState, at_ms: int) -> float | None:
+        try:
+            return p_alive_at_ms(
+                params,
+                state.first_order_ms,
+                state.last_order_ms,
+                state.order_count,
+                at_ms,
+                unit_days,
+            )
+        except BgNbdError:
+            return None
+
+    return p_alive_at
 
 
 def changelog_topic(settings: Settings) -> str:

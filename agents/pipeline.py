@@ -17,7 +17,7 @@ from typing import Any
 import faust
 from aiokafka.partitioner import murmur2
 
-from agents.model import Model, follow_model
+from agents.model import Model, follow_model, model_p_alive_at
 from agents.projection import RedisProjection
 from agents.settings import Settings
 from streams import topics
@@ -26,7 +26,6 @@ from streams.bgnbd import (
     expected_next_purchase_days,
     expected_purchases,
     p_alive,
-    p_alive_at_ms,
     summary,
 )
 from streams.derived import (
@@ -319,13 +318,7 @@ class Pipeline:
         """A newly fitted churn model: P(alive) deadlines are computed again."""
         self.model = model
         params, unit = model.params, model.unit_days
-
-        def p_alive_at(state: UserState, at_ms: int) -> float | None:
-            return p_alive_at_ms(
-                params, state.first_order_ms, state.last_order_ms, state.order_count, at_ms, unit
-            )
-
-        self.p_alive_at = p_alive_at
+        self.p_alive_at = model_p_alive_at(params, unit)
         logger.info(
             "churn model: r=%.4f alpha=%.4f a=%.4f b=%.4f (unit %g days, %d buyers)",
             params.r, params.alpha, params.a, params.b, unit, model.buyers,

@@ -226,22 +226,30 @@ class Settings:
 
     def load_policy(self) -> Policy:
         """The operations policy from ``USERPULSE_POLICY_FILE`` (defaults when unset)."""
-        if self.policy_file is None:
-            return DEFAULT_POLICY
-        try:
-            text = self.policy_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                "USERPULSE_POLICY_FILE",
-                f"cannot read {self.policy_file} ({exc.strerror or exc})",
-                "point it at a readable TOML file (deploy/policy.toml documents every key), "
-                "or unset it for the defaults",
-            ) from None
-        return parse_policy(text, source=str(self.policy_file))
+        return load_policy_file(self.policy_file, key="USERPULSE_POLICY_FILE", unset="unset it")
 
     def topic(self, name: str) -> str:
         """The real name of contract topic ``name`` under this deployment's prefix."""
         return f"{self.topic_prefix}{name}"
+
+
+def load_policy_file(path: str | Path | None, *, key: str, unset: str) -> Policy:
+    """The policy in the TOML file at ``path`` (None: the built-in defaults).
+    An unreadable file is a ConfigError naming ``key``; ``unset`` says how to
+    fall back to the defaults."""
+    if path is None:
+        return DEFAULT_POLICY
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(
+            key,
+            f"cannot read {path} ({problem})",
+            "point it at a readable TOML file (deploy/policy.toml documents every key), "
+            f"or {unset} for the defaults",
+        ) from None
+    return parse_policy(text, source=str(path))
 
 
 def _clock(value: str) -> str:

@@ -22,9 +22,9 @@ from agents.backtest import (
     backtest,
     backtest_command,
     backtest_file,
-    model_p_alive_at,
     parse_until,
 )
+from agents.model import model_p_alive_at
 from streams.bgnbd import BgNbdParams
 from streams.events import Event
 from streams.policy import (
