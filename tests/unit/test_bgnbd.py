@@ -111,13 +111,14 @@ def test_fit_gradient_matches_finite_differences(cdnow: list[tuple[int, float, f
             assert gradient[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-4)
 
 
-def test_fit_recovers_the_parameters_that_generated_the_data() -> None:
-    """Simulated buyers: the true parameters sit inside the 99% likelihood-ratio
-    region around the estimate (2·ΔLL < χ²₄(0.99) = 13.28)."""
-    truth = BgNbdParams(r=0.8, alpha=6.0, a=0.6, b=3.0)
-    rng = np.random.default_rng(20050401)
+def _simulated(
+    truth: BgNbdParams, customers: int, seed: int, quantum: float = 0.0
+) -> list[tuple[int, float, float]]:
+    """Buyers drawn from the BG/NBD process itself (``quantum`` > 0: t_x and
+    T rounded down to multiples of it, so many buyers share a summary)."""
+    rng = np.random.default_rng(seed)
     data: list[tuple[int, float, float]] = []
-    for _ in range(4000):
+    for _ in range(customers):
         rate = rng.gamma(truth.r, 1 / truth.alpha)
         dropout = rng.beta(truth.a, truth.b)
         age = float(rng.uniform(26, 52))
@@ -129,14 +130,28 @@ def test_fit_recovers_the_parameters_that_generated_the_data() -> None:
             x, t_x = x + 1, t
             if rng.random() < dropout:
                 break
+        if quantum:
+            t_x, age = t_x // quantum * quantum, age // quantum * quantum
         data.append((x, t_x, age))
+    return data
+
+
+def test_fit_recovers_the_parameters_that_generated_the_data() -> None:
+    """Simulated buyers: the true parameters sit inside the 99% likelihood-ratio
+    region around the estimate (2·ΔLL < χ²₄(0.99) = 13.28)."""
+    truth = BgNbdParams(r=0.8, alpha=6.0, a=0.6, b=3.0)
+    data = _simulated(truth, 4000, seed=20050401)
     result = bgnbd.fit(data)
     assert result.converged
     assert 0 <= 2 * (result.log_likelihood - bgnbd.log_likelihood(truth, data)) < 13.28
 
 
 def test_fit_aggregates_identical_customers() -> None:
-    rows = [(0, 0.0, 30.0)] * 500 + [(1, 10.0, 30.0)] * 300 + [(3, 25.0, 30.0)] * 200
+    """Four-week summaries: thousands of buyers, a few hundred distinct rows.
+    The fit counts each distinct row once with its multiplicity; its
+    log-likelihood must equal the one summed over every buyer."""
+    rows = _simulated(BgNbdParams(r=0.8, alpha=6.0, a=0.6, b=3.0), 4000, seed=7, quantum=4.0)
+    assert len(set(rows)) < len(rows) / 4
     once = bgnbd.fit(rows)
     assert once.converged
     assert once.log_likelihood == pytest.approx(bgnbd.log_likelihood(once.params, rows))
