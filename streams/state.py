@@ -13,7 +13,8 @@ The table stores the state as a compact positional orjson array
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import orjson
@@ -138,6 +139,30 @@ class UserState:
         return dict(self.consent).get(channel)
 
 
+def _compile_evolve() -> Any:
+    """Build :func:`evolve`: ``dataclasses.replace`` for :class:`UserState`
+    without its generic machinery (one call per field, no keyword packing);
+    2–3× faster, and the fold calls it twice per event."""
+    names = [f.name for f in fields(UserState)]
+    lines = [
+        "def evolve(state, changes):",
+        "    if not _known.issuperset(changes):",
+        "        raise TypeError(f'UserState has no field(s) {sorted(set(changes) - _known)}')",
+        "    new = _new(UserState)",
+        "    get = changes.get",
+    ]
+    lines += [f"    _set(new, {n!r}, get({n!r}, state.{n}))" for n in names]
+    lines.append("    return new")
+    scope = {"UserState": UserState, "_new": object.__new__, "_set": object.__setattr__}
+    scope["_known"] = frozenset(names)
+    exec("\n".join(lines), scope)
+    return scope["evolve"]
+
+
+#: ``evolve(state, {"field": value, ...})`` — ``replace(state, **changes)``, faster.
+evolve: Callable[[UserState, dict[str, Any]], UserState] = _compile_evolve()
+
+
 def event_digest(event_id: str) -> str:
     """A short, stable digest of an event id for the de-duplication window."""
     return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
@@ -180,14 +205,16 @@ def apply(
 def derive(state: UserState, now_ms: int, policy: Policy) -> UserState:
     """Re-derive stage, health, RFM, segment and tier at ``now_ms``."""
     rfm = lifecycle.rfm_at(state, now_ms, policy.rfm)
-    return replace(
+    return evolve(
         state,
-        evaluated_ms=max(state.evaluated_ms, now_ms),
-        stage=lifecycle.stage_of(state, policy),
-        health=lifecycle.health_at(state, now_ms, policy.health),
-        rfm=rfm,
-        segment=lifecycle.segment_of(rfm, policy.rfm),
-        tier=lifecycle.tier_of(state.ltv, policy.tiers),
+        {
+            "evaluated_ms": max(state.evaluated_ms, now_ms),
+            "stage": lifecycle.stage_of(state, policy),
+            "health": lifecycle.health_at(state, now_ms, policy.health),
+            "rfm": rfm,
+            "segment": lifecycle.segment_of(rfm, policy.rfm),
+            "tier": lifecycle.tier_of(state.ltv, policy.tiers),
+        },
     )
 
 
@@ -244,7 +271,7 @@ def _fold(state: UserState, event: Event, policy: Policy) -> UserState:
         changes["consent"] = tuple(sorted(merged.items()))
     elif etype == "referral_converted":
         changes.update(credit_referral(state, str(props.get("referred_user_id", ""))))
-    folded = replace(state, **changes)
+    folded = evolve(state, changes)
     return _activation_and_retention(folded, event, policy)
 
 
@@ -329,13 +356,13 @@ def _activation_and_retention(state: UserState, event: Event, policy: Policy) ->
     if state.activation_ms is None and event.type in stages.activation_events:
         start = state.signup_ms if state.signup_ms is not None else state.first_seen_ms
         if 0 <= ts - start <= stages.activation_window_days * DAY_MS:
-            return replace(state, activation_ms=ts)
+            return evolve(state, {"activation_ms": ts})
     if (
         state.activation_ms is not None
         and state.retained_ms is None
         and ts - state.activation_ms >= stages.retention_period_days * DAY_MS
     ):
-        return replace(state, retained_ms=ts)
+        return evolve(state, {"retained_ms": ts})
     return state
 
 

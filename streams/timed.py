@@ -28,18 +28,19 @@ the channel it is flagged (``delivery.deliverable = false``) or suppressed.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from streams import lifecycle, topics
 from streams.events import Event
 from streams.policy import DAY_MS, DeliveryPolicy, Policy
 from streams.profile import profile_snapshot
-from streams.state import STAGE_ERASED, STAGE_MERGED, UserState, derive
+from streams.state import STAGE_ERASED, STAGE_MERGED, UserState, derive, evolve
 from streams.triggers import Trigger, decide_on_event, trigger_id_for
 
 DEFAULT_DELIVERY = DeliveryPolicy()
@@ -77,7 +78,8 @@ def next_deadline(
         return None
     if state.merged_into is not None:
         return None  # merged into a known user: the user's own state has the timers
-    times = [_deliverable_at(d.due_ms, state, policy.delivery) for d in _pending(state, policy)]
+    delivery = policy.delivery
+    times = [_deliverable_at(due, state, delivery) for due in _pending_times(state, policy)]
     churn = _churn_model_due(state, policy, p_alive_at)
     if churn is not None:
         times.append(_deliverable_at(churn, state, policy.delivery))
@@ -98,6 +100,31 @@ def _derivation_changes(state: UserState, policy: Policy) -> list[int]:
     if state.last_order_ms is not None:
         times += [state.last_order_ms + d * DAY_MS + 1 for d in policy.rfm.recency_days]
     return times
+
+
+def _pending_times(state: UserState, policy: Policy) -> list[int]:
+    """``[d.due_ms for d in _pending(state, policy)]`` without building the
+    triggers' reasons and payloads: :func:`next_deadline` runs once per event."""
+    out: list[int] = []
+    cart = state.cart
+    delays = policy.cart.reminder_delays_s
+    if (
+        cart is not None
+        and cart.reminders_sent < len(delays)
+        and cart.value >= policy.cart.min_value
+    ):
+        out.append(cart.last_change_ms + delays[cart.reminders_sent] * 1000)
+    stalled = policy.activation.stalled_after_s
+    if (
+        state.signup_ms is not None
+        and state.activation_ms is None
+        and state.stalled_sent < len(stalled)
+    ):
+        out.append(state.signup_ms + stalled[state.stalled_sent] * 1000)
+    inactivity = policy.churn.inactivity_s
+    if inactivity > 0 and state.churn_warned_ms is None:
+        out.append(state.last_seen_ms + inactivity * 1000)
+    return out
 
 
 # ---- what ---------------------------------------------------------------------
@@ -161,7 +188,7 @@ def _pending(state: UserState, policy: Policy) -> list[_Due]:
                     "activation_events": list(policy.stages.activation_events),
                 },
                 {"step": step, "signed_up_at": state.signup_ms},
-                lambda s, at: replace(s, stalled_sent=s.stalled_sent + 1),
+                lambda s, at: evolve(s, {"stalled_sent": s.stalled_sent + 1}),
             )
         )
     inactivity = policy.churn.inactivity_s
@@ -180,7 +207,7 @@ def _churn_due(state: UserState, due: int, rule: str, numbers: dict[str, Any]) -
         (state.last_seen_ms,),
         {"rule": rule, "last_seen": state.last_seen_ms, **numbers},
         {"last_seen": state.last_seen_ms, "priority": _priority(state)},
-        lambda s, at: replace(s, churn_warned_ms=at),
+        lambda s, at: evolve(s, {"churn_warned_ms": at}),
     )
 
 
@@ -213,15 +240,32 @@ def _churn_model_due(state: UserState, policy: Policy, p_alive_at: PAliveAt | No
 
 def _record_cart_reminder(state: UserState, at: int) -> UserState:
     assert state.cart is not None
-    return replace(state, cart=replace(state.cart, reminders_sent=state.cart.reminders_sent + 1))
+    cart = replace(state.cart, reminders_sent=state.cart.reminders_sent + 1)
+    return evolve(state, {"cart": cart})
 
 
 # ---- delivery policy ----------------------------------------------------------
 def _zone(state: UserState, delivery: DeliveryPolicy) -> zoneinfo.ZoneInfo:
+    return _zone_named(state.timezone or delivery.default_timezone, delivery.default_timezone)
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone_named(name: str, default: str) -> zoneinfo.ZoneInfo:
     try:
-        return zoneinfo.ZoneInfo(state.timezone or delivery.default_timezone)
+        return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo(delivery.default_timezone)
+        return zoneinfo.ZoneInfo(default)
+
+
+_QUARTER_HOUR_MS = 900_000
+
+
+@functools.lru_cache(maxsize=65536)
+def _utc_offset_ms(zone: zoneinfo.ZoneInfo, quarter: int) -> int:
+    """``zone``'s UTC offset during the ``quarter``-th quarter hour since the
+    epoch (offsets change on quarter hours: cached, it is a dict lookup)."""
+    offset = datetime.fromtimestamp(quarter * 900, tz=zone).utcoffset()
+    return int(offset.total_seconds() * 1000) if offset is not None else 0
 
 
 def quiet_until(at_ms: int, state: UserState, delivery: DeliveryPolicy) -> int | None:
@@ -231,11 +275,12 @@ def quiet_until(at_ms: int, state: UserState, delivery: DeliveryPolicy) -> int |
     start, end = delivery.quiet_hours
     if start == end:
         return None
-    local = datetime.fromtimestamp(at_ms / 1000, tz=UTC).astimezone(_zone(state, delivery))
-    hour = local.hour
+    zone = _zone(state, delivery)
+    hour = (at_ms + _utc_offset_ms(zone, at_ms // _QUARTER_HOUR_MS)) // 3_600_000 % 24
     quiet = start <= hour < end if start < end else (hour >= start or hour < end)
     if not quiet:
         return None
+    local = datetime.fromtimestamp(at_ms / 1000, tz=zone)
     end_day = local.date() if hour < end else local.date() + timedelta(days=1)
     end_local = datetime(end_day.year, end_day.month, end_day.day, end, tzinfo=local.tzinfo)
     return int(end_local.timestamp() * 1000)
@@ -305,11 +350,13 @@ def _emit(
         return None, recorded  # counted as handled, never sent
     day = now_ms // DAY_MS
     sent = recorded.sent_count + 1 if recorded.sent_day == day else 1
-    recorded = replace(
+    recorded = evolve(
         recorded,
-        sent_day=day,
-        sent_count=sent,
-        last_triggers=_stamp(recorded.last_triggers, due.trigger_type, now_ms),
+        {
+            "sent_day": day,
+            "sent_count": sent,
+            "last_triggers": _stamp(recorded.last_triggers, due.trigger_type, now_ms),
+        },
     )
     trigger = Trigger(
         trigger_id=trigger_id_for(due.trigger_type, state.user_id, *due.anchor),
