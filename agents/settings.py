@@ -87,6 +87,11 @@ REFERENCE: tuple[tuple[str, str, str], ...] = (
         "timers fire on wall-clock time (wall, live) or on stream time (stream, replays)",
     ),
     (
+        "USERPULSE_BATCH_MAX_EVENTS",
+        "1000",
+        "most events a worker processes as one batch (one state write per user per batch)",
+    ),
+    (
         "USERPULSE_SESSION_TIMEOUT_S",
         "30",
         "seconds before the group gives a crashed worker's partitions to the others",
@@ -137,6 +142,7 @@ class Settings:
     policy_file: Path | None = None
     session_timeout_s: int = 30
     clock: str = "wall"
+    batch_max_events: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -199,6 +205,7 @@ class Settings:
             max_future_skew_s=_int(env, "USERPULSE_MAX_FUTURE_SKEW_S", 0, 365 * 86400),
             session_timeout_s=_int(env, "USERPULSE_SESSION_TIMEOUT_S", 6, 1800),
             clock=_clock(get("USERPULSE_CLOCK")),
+            batch_max_events=_int(env, "USERPULSE_BATCH_MAX_EVENTS", 1, 100_000),
             policy_file=Path(get("USERPULSE_POLICY_FILE"))
             if get("USERPULSE_POLICY_FILE")
             else None,
@@ -222,6 +229,7 @@ class Settings:
             "USERPULSE_POLICY_FILE": str(self.policy_file) if self.policy_file else "",
             "USERPULSE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
             "USERPULSE_CLOCK": self.clock,
+            "USERPULSE_BATCH_MAX_EVENTS": str(self.batch_max_events),
         }
 
     def load_policy(self) -> Policy:

@@ -6,6 +6,7 @@ import logging
 
 import faust
 
+from agents import faust_fastpath
 from agents.pipeline import Pipeline
 from agents.settings import Settings, redact_url
 
@@ -16,6 +17,7 @@ def run_worker(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT (graceful: offsets committed,
     staged Redis profiles flushed, tables closed)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fast = faust_fastpath.install()
     pipeline = Pipeline(settings, settings.load_policy())
     logger.info(
         "userpulse worker: app %s, Kafka %s, Redis %s, topics prefix %r, store %s",
@@ -25,5 +27,16 @@ def run_worker(settings: Settings) -> None:
         settings.topic_prefix,
         settings.store,
     )
-    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
+    logger.info("faust fetch fast path: %s", "on" if fast else "off (see the warning above)")
+    worker = _Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker without its terminal spinner. At log level WARNING or
+    above the spinner sets the root logger to DEBUG (so that it spins on every
+    record): every debug call in aiokafka's and Faust's send paths then builds
+    a LogRecord that is thrown away — 6 % of a busy worker's time."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None

@@ -127,10 +127,18 @@ def run_workers(
     name: str = "pipeline",
     keep_running: bool = False,
     session_timeout_s: int | None = None,
+    clock: str = "stream",
 ) -> Run:
     """Start ``workers`` worker processes (one consumer group) on the
-    prepared topic and measure until everything is committed."""
-    base = bench.settings(name, prefix=prepared.prefix)
+    prepared topic and measure until everything is committed.
+
+    The workers decide deadlines on stream time (``USERPULSE_CLOCK=stream``),
+    as a backfill of history should: the data set's events are up to 28 days
+    old, and on the wall clock every user's every deadline would be already
+    past — each event of a user would first undo the at-risk/dormant changes
+    a timer had just made, an amount of work that depends on timing and that
+    live traffic never sees."""
+    base = bench.settings(name, prefix=prepared.prefix, clock=clock)
     if session_timeout_s is not None:
         base = dataclasses.replace(base, session_timeout_s=session_timeout_s)
     all_settings = [
@@ -173,6 +181,7 @@ def run_workers(
     result: dict[str, Any] = {
         "workers": workers,
         "app_id": base.app_id,
+        "clock": clock,
         **progress.summary(),
         "cpu_cores": shares,
         "counters": totals,
@@ -227,6 +236,7 @@ def report(run: Run, ceiling: float | None = None) -> str:
             "counters: events / triggers / timers fired / dead letters",
             _counters_text(r["counters"]),
         ),
+        ("batching: events per batch / state writes per event", _batching_text(r["counters"])),
         ("CPU cores used in the window", harness.cpu_text(r["cpu_cores"])),
         ("worker RSS (peak)", _memory_text(r["worker_memory_kib"])),
         ("Redis memory per user", f"{r['redis_bytes_per_user']:,.0f} B"),
@@ -249,6 +259,13 @@ def _counters_text(c: dict[str, int]) -> str:
         f"{c['events']:,} / {c['triggers']:,} / {'—' if fired is None else f'{fired:,}'} / "
         f"{c['dead_letters']:,}"
     )
+
+
+def _batching_text(c: dict[str, int]) -> str:
+    batches, writes, events = c.get("batches"), c.get("state_writes"), c.get("events", 0)
+    if not batches or writes is None or not events:
+        return "—"
+    return f"{events / batches:,.1f} / {writes / events:.2f}"
 
 
 def _memory_text(memory: list[dict[str, int]]) -> str:
