@@ -65,6 +65,9 @@ logger = logging.getLogger(__name__)
 PROJECTION_FLUSH_INTERVAL_S = 0.25
 #: How often due deadlines are looked for, in seconds (timer precision).
 TIMER_TICK_S = 0.2
+#: The deadline index is rebuilt this many table rows at a time between
+#: yields to the event loop.
+REBUILD_CHUNK = 2000
 #: A partition a batch came from less than this long ago has its due
 #: deadlines decided by its batches, in-stream; the timer leaves it alone.
 TIMER_HANDOFF_S = 0.25
@@ -94,6 +97,9 @@ class Counters:
     timers_fired: int = 0
     send_errors: int = 0
     batches: int = 0
+    timer_rebuilds: int = 0
+    #: how long the last complete rebuild of the deadline index took
+    timer_rebuild_s: float = 0.0
     state_writes: int = 0
 
 
@@ -182,6 +188,9 @@ class Pipeline:
         self.timers: dict[int, TimerIndex] = {}
         self.stream_time: dict[int, int] = {}
         self.active_partitions: set[int] = set()
+        #: the running rebuild of the deadline index, and the keys scheduled since it began
+        self._rebuild: asyncio.Future[None] | None = None
+        self._scheduled_during_rebuild: set[bytes] | None = None
         #: when a batch last came from each partition (monotonic seconds)
         self._batch_seen: dict[int, float] = {}
         self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
@@ -194,24 +203,14 @@ class Pipeline:
 
     async def process(self, stream: Any) -> None:
         """The user-events agent: validate, apply, persist, project, trigger —
-        a batch at a time (see :meth:`process_batch`).
-
-        A batch is whatever is waiting in the stream's buffer, up to
-        ``USERPULSE_BATCH_MAX_EVENTS``: it never waits for more, so batching
-        adds no latency; under a backlog batches fill up and each user's
-        state is written once per batch. Events are acknowledged (their
-        offsets become committable) only after their batch is processed."""
-        events = stream.noack()
-        waiting = events.channel.queue.qsize
+        a batch at a time (see :meth:`process_batch`): up to
+        ``USERPULSE_BATCH_MAX_EVENTS`` events, or what arrived within
+        ``USERPULSE_BATCH_WAIT_MS``. Faust acknowledges a batch's events
+        (their offsets become committable) only after the batch is processed."""
         batch_max = self.settings.batch_max_events
-        batch: list[Any] = []
-        async for record in events.events():
-            batch.append(record)
-            if len(batch) >= batch_max or not waiting():
-                await self.process_batch(batch)
-                for done in batch:
-                    await events.ack(done)
-                batch = []
+        within = self.settings.batch_wait_ms / 1000
+        async for records in stream.take_events(batch_max, within=within):
+            await self.process_batch(records)
 
     async def process_batch(self, records: list[Any]) -> None:
         """Validate every record (dead-lettering the invalid), fold each user's
@@ -397,6 +396,8 @@ class Pipeline:
 
     # ---- timers ---------------------------------------------------------------
     def _schedule(self, partition: int, key: bytes, state: UserState | None) -> None:
+        if self._scheduled_during_rebuild is not None:
+            self._scheduled_during_rebuild.add(key)  # newer than what the rebuild would read
         index = self.timers.setdefault(partition, TimerIndex())
         index.set(key, next_deadline(state, self.policy, self.p_alive_at))
 
@@ -466,29 +467,55 @@ class Pipeline:
         self._rebuild_index(assigned)
 
     def _rebuild_index(self, assigned: set[int]) -> None:
-        started = time.monotonic()
-        timers: dict[int, TimerIndex] = {p: TimerIndex() for p in assigned}
-        stream_time: dict[int, int] = {}
-        n = self.settings.partitions
-        for key, raw in self.state.items():
-            partition = (murmur2(key) & 0x7FFFFFFF) % n
-            if partition not in assigned:
-                continue
-            try:
-                state = decode_state(raw)
-            except StateError:
-                continue
-            timers[partition].set(key, next_deadline(state, self.policy, self.p_alive_at))
-            stream_time[partition] = max(stream_time.get(partition, 0), state.last_seen_ms)
-        for partition, at in stream_time.items():
-            self.stream_time[partition] = max(self.stream_time.get(partition, 0), at)
-        self.timers = timers
+        """Start rebuilding the deadline index of ``assigned`` from the table,
+        in the background: events are processed meanwhile (each stored user
+        schedules its own deadline, which the rebuild then leaves alone), and
+        a user's deadline fires late at worst by the rebuild's duration."""
+        if self._rebuild is not None:
+            self._rebuild.cancel()
+        self.timers = {p: TimerIndex() for p in assigned}
         self.active_partitions = assigned
+        self._scheduled_during_rebuild = set()
+        self.counters.timer_rebuilds += 1
+        self._rebuild = asyncio.ensure_future(self._rebuild_in_chunks(assigned))
+
+    async def _rebuild_in_chunks(self, assigned: set[int]) -> None:
+        started = time.monotonic()
+        timers, fresh = self.timers, self._scheduled_during_rebuild
+        assert fresh is not None  # set by _rebuild_index, cleared only at the end
+        n = self.settings.partitions
+        seen = 0
+        try:
+            for key, raw in self.state.items():
+                seen += 1
+                if seen % REBUILD_CHUNK == 0:
+                    await asyncio.sleep(0)  # let the stream and the timers run
+                partition = (murmur2(key) & 0x7FFFFFFF) % n
+                if partition not in assigned or key in fresh:
+                    continue
+                try:
+                    state = decode_state(raw)
+                except StateError:
+                    continue
+                timers[partition].set(key, next_deadline(state, self.policy, self.p_alive_at))
+                if state.last_seen_ms > self.stream_time.get(partition, 0):
+                    self.stream_time[partition] = state.last_seen_ms
+        except asyncio.CancelledError:
+            logger.info("timers: rebuild of partitions %s superseded", sorted(assigned))
+            raise
+        except Exception:  # e.g. a table closed by a rebalance under way: it rebuilds again
+            logger.exception("timers: rebuild of partitions %s failed", sorted(assigned))
+            self._rebuild = self._scheduled_during_rebuild = None
+            return
+        self._scheduled_during_rebuild = None
+        self._rebuild = None
+        self.counters.timer_rebuild_s = round(time.monotonic() - started, 3)
         logger.info(
-            "timers: %d deadlines on partitions %s rebuilt in %.2f s",
+            "timers: %d deadlines on partitions %s rebuilt in %.2f s (%d table rows read)",
             sum(len(i) for i in timers.values()),
             sorted(assigned),
             time.monotonic() - started,
+            seen,
         )
 
     async def _send_derived(self, message: DerivedMessage) -> None:
@@ -532,6 +559,9 @@ class Pipeline:
                     "batches": self.counters.batches,
                     "state_writes": self.counters.state_writes,
                     "timers_pending": sum(len(i) for i in self.timers.values()),
+                    "timer_rebuilds": self.counters.timer_rebuilds,
+                    "timer_rebuild_running": self._rebuild is not None,
+                    "timer_rebuild_s": self.counters.timer_rebuild_s,
                     "projection_pending": self.projection.pending,
                     "projection_written": self.projection.written,
                     "projection_erased": self.projection.erased,

@@ -89,7 +89,12 @@ REFERENCE: tuple[tuple[str, str, str], ...] = (
     (
         "USERPULSE_BATCH_MAX_EVENTS",
         "1000",
-        "most events a worker processes as one batch (one state write per user per batch)",
+        "most events a worker takes in one batch (one state write per user per batch)",
+    ),
+    (
+        "USERPULSE_BATCH_WAIT_MS",
+        "20",
+        "longest a worker waits for a batch to fill, in ms (the latency batching adds)",
     ),
     (
         "USERPULSE_SESSION_TIMEOUT_S",
@@ -143,6 +148,7 @@ class Settings:
     session_timeout_s: int = 30
     clock: str = "wall"
     batch_max_events: int = 1000
+    batch_wait_ms: int = 20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -206,6 +212,7 @@ class Settings:
             session_timeout_s=_int(env, "USERPULSE_SESSION_TIMEOUT_S", 6, 1800),
             clock=_clock(get("USERPULSE_CLOCK")),
             batch_max_events=_int(env, "USERPULSE_BATCH_MAX_EVENTS", 1, 100_000),
+            batch_wait_ms=_int(env, "USERPULSE_BATCH_WAIT_MS", 1, 10_000),
             policy_file=Path(get("USERPULSE_POLICY_FILE"))
             if get("USERPULSE_POLICY_FILE")
             else None,
@@ -230,6 +237,7 @@ class Settings:
             "USERPULSE_SESSION_TIMEOUT_S": str(self.session_timeout_s),
             "USERPULSE_CLOCK": self.clock,
             "USERPULSE_BATCH_MAX_EVENTS": str(self.batch_max_events),
+            "USERPULSE_BATCH_WAIT_MS": str(self.batch_wait_ms),
         }
 
     def load_policy(self) -> Policy:

@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from agents import faust_fastpath
+from agents import faust_tuning
 from agents.pipeline import Pipeline
 from agents.settings import Settings, redact_url
 
@@ -17,7 +17,7 @@ def run_worker(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT (graceful: offsets committed,
     staged Redis profiles flushed, tables closed)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    fast = faust_fastpath.install()
+    faust_tuning.install()
     pipeline = Pipeline(settings, settings.load_policy())
     logger.info(
         "userpulse worker: app %s, Kafka %s, Redis %s, topics prefix %r, store %s",
@@ -27,7 +27,6 @@ def run_worker(settings: Settings) -> None:
         settings.topic_prefix,
         settings.store,
     )
-    logger.info("faust fetch fast path: %s", "on" if fast else "off (see the warning above)")
     worker = _Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
 

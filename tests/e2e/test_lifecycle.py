@@ -5,6 +5,7 @@ more events — the state continues exactly, nothing lost, nothing counted twice
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable
@@ -208,4 +209,22 @@ def test_journeys_survive_a_sigkill_exactly(settings: Settings, tmp_path: Path) 
         assert ack["user_id"] == "carol" and ack["profile"] == {}
     finally:
         assert restarted.stop() == 0, restarted.tail()
+
+    # a worker on a new machine (an empty data dir): the whole state comes
+    # back from the changelog, and events are applied on top of it
+    moved = dataclasses.replace(settings, data_dir=tmp_path / "empty-data-dir")
+    fresh = Worker(moved, tmp_path / "worker-3.log")
+    try:
+        with EventProducer(settings) as producer:
+            producer.send(s.event("alice", "page_viewed", 11))
+        wait_for(
+            lambda: reader.profile("alice").get("event_count") == "6",
+            120,
+            fresh,
+            "an event applied after restoring the state from the changelog",
+        )
+        alice = reader.profile("alice")
+        assert (alice["orders"], alice["ltv"], alice["stage"]) == ("2", "220.0", "referrer")
+    finally:
+        assert fresh.stop() == 0, fresh.tail()
         client.close()
