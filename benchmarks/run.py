@@ -194,7 +194,12 @@ def chart(summary: dict[str, Any], path: Path = CHART) -> Path:
     ax_state.legend(loc="upper right", fontsize=8)
 
     sizes = summary.get("sizes", {})
-    kind = "SMOKE RUN (small sizes, busy shared machine)" if summary.get("quick") else "full run"
+    if summary.get("quick"):
+        kind = "SMOKE RUN (small sizes)"
+    elif all(sizes.get(k) == v for k, v in FULL.items()):
+        kind = "full size"
+    else:
+        kind = "reduced sizes"
     m = summary.get("machine", {})
     fig.suptitle(
         f"userpulse benchmarks — {kind}: {sizes.get('events', 0):,} events / "
