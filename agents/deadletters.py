@@ -31,6 +31,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from agents.errors import InfrastructureError, UserpulseError
+from agents.reader import partitions_of
 from agents.settings import Settings
 from agents.terminal import friendly_errors
 from streams import topics
@@ -164,7 +165,7 @@ def iter_dead_letters(
     consumer = _consumer(settings)
     try:
         try:
-            ids = consumer.partitions_for_topic(name)
+            ids = partitions_of(consumer, name)
             if not ids:
                 raise InfrastructureError(
                     f"topic {name!r} does not exist; check USERPULSE_TOPIC_PREFIX, "

@@ -55,7 +55,7 @@ def iter_records(
     try:
         parts: list[TopicPartition] = []
         for name in topic_names:
-            ids = consumer.partitions_for_topic(name)
+            ids = partitions_of(consumer, name)
             if not ids:
                 raise InfrastructureError(
                     f"topic {name!r} does not exist; check the name and USERPULSE_TOPIC_PREFIX"
@@ -105,3 +105,20 @@ def collect(
         if until(records):
             break
     return records
+
+
+def partitions_of(consumer: KafkaConsumer, name: str, wait_s: float = 10.0) -> set[int] | None:
+    """The partition ids of topic ``name``; None when it does not exist.
+    kafka-python 3 fetches metadata per topic, and a topic created moments
+    before can come back without partitions for a while (seen once in a
+    fresh clone's `make demo`): ask again, with a full metadata refresh,
+    before calling it missing."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        ids = consumer.partitions_for_topic(name)
+        if ids:
+            return set(ids)
+        if time.monotonic() >= deadline:
+            return None
+        if name not in consumer.topics():  # a refresh of every topic's metadata
+            time.sleep(0.2)
