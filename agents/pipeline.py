@@ -267,13 +267,19 @@ class Pipeline:
                 continue
             _set_current_event(record)
             for key in due:
-                old = self._load(key)
-                new, timed = run_until(old, now, self.policy, self.p_alive_at)
                 self.counters.timers_fired += 1
-                if new is not old:
-                    await self._store(key, partition, old, new, timed)
-                else:
-                    self._schedule(partition, key, old)
+                await self._decide_deadlines(key, partition, self._load(key), now)
+
+    async def _decide_deadlines(
+        self, key: bytes, partition: int, old: UserState | None, until_ms: int
+    ) -> None:
+        """Decide ``key``'s deadlines up to ``until_ms``, each at its own time;
+        store what changed, or schedule the next deadline again."""
+        new, timed = run_until(old, until_ms, self.policy, self.p_alive_at)
+        if new is not old:
+            await self._store(key, partition, old, new, timed)
+        else:
+            self._schedule(partition, key, old)
 
     async def process_derived(self, stream: Any) -> None:
         """The derived-messages agent: identity merges, referral credits and
@@ -293,11 +299,7 @@ class Pipeline:
             partition: int = record.message.partition
             old = self._load(key)
             if isinstance(message, Due):
-                new, timed = run_until(old, message.until_ms, self.policy, self.p_alive_at)
-                if new is not old:
-                    await self._store(key, partition, old, new, timed)
-                else:
-                    self._schedule(partition, key, old)
+                await self._decide_deadlines(key, partition, old, message.until_ms)
             elif isinstance(message, Alias):
                 marked, merge = on_alias(old, message, now_ms())
                 if marked != old:
