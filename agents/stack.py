@@ -437,12 +437,9 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
+    if not Path(f"/proc/{pid}/stat").exists():
         return True  # no /proc: trust kill(0)
-    if not zombie:
+    if not _zombie(pid):
         return True
     # A zombie leader may still have threads finishing (a JVM's shutdown
     # hooks run after its main thread ended): alive until fully exited.
@@ -461,12 +458,27 @@ def _alive(pid: int) -> bool:
 def _is_ours(pid: int, marker: str) -> bool:
     if not _alive(pid):
         return False
+    for _ in range(50):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return True  # no /proc (macOS): trust the pid file
+        if cmdline.strip():
+            return marker in cmdline
+        if _zombie(pid):
+            return True  # a JVM whose main thread ended: no command line, threads still running
+        # empty for an instant: redis-server rewriting its title in place, or a
+        # process between fork and exec (that one is someone else's) — look again
+        time.sleep(0.01)
+    return False
+
+
+def _zombie(pid: int) -> bool:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
-        return True  # no /proc (macOS): trust the pid file
-    # redis-server rewrites its title in place; for an instant the line reads empty
-    return not cmdline.strip() or marker in cmdline
+        return False
 
 
 def port_free(port: int) -> bool:
