@@ -29,8 +29,19 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from agents.admin import admin_client
 from agents.errors import InfrastructureError, UserpulseError
 from agents.settings import Settings
-from streams.bgnbd import BgNbdError, BgNbdParams, FitResult, fit, p_alive_at_ms, summary
+from streams.bgnbd import (
+    BgNbdError,
+    BgNbdParams,
+    FitResult,
+    expected_next_purchase_days,
+    expected_purchases,
+    fit,
+    p_alive,
+    p_alive_at_ms,
+    summary,
+)
 from streams.errors import StateError
+from streams.policy import DAY_MS
 from streams.state import STAGE_ERASED, UserState, decode_state
 from streams.timed import PAliveAt
 
@@ -97,6 +108,34 @@ def model_p_alive_at(params: BgNbdParams, unit_days: float) -> PAliveAt:
             return None
 
     return p_alive_at
+
+
+def model_fields(model: Model | None, state: UserState) -> dict[str, str]:
+    """The profile fields the churn model adds: P(alive), expected orders in
+    30 days and the expected next order (empty without a model or orders).
+    Each number stands on its own: one that does not converge is left out."""
+    if model is None:
+        return {}
+    data = summary(
+        state.first_order_ms, state.last_order_ms, state.order_count,
+        state.evaluated_ms or state.last_seen_ms, model.unit_days,
+    )  # fmt: skip
+    if data is None:
+        return {}
+    x, t_x, age = data
+    params, unit = model.params, model.unit_days
+    fields: dict[str, str] = {}
+    with contextlib.suppress(BgNbdError):
+        fields["p_alive"] = f"{p_alive(params, x, t_x, age):.4f}"
+    with contextlib.suppress(BgNbdError):
+        expected = expected_purchases(params, 30 / unit, x, t_x, age)
+        fields["expected_orders_30d"] = f"{expected:.4f}"
+    with contextlib.suppress(BgNbdError):
+        days = expected_next_purchase_days(params, x, t_x, age, unit)
+        if days is not None:
+            at = (state.evaluated_ms or state.last_seen_ms) + int(days * DAY_MS)
+            fields["expected_next_order"] = str(at)
+    return fields
 
 
 def changelog_topic(settings: Settings) -> str:

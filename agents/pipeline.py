@@ -8,7 +8,6 @@ every decision lives in :mod:`streams`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -16,20 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 
-from agents.model import Model, follow_model, model_p_alive_at
+from agents.deadlines import Deadlines
+from agents.model import Model, follow_model, model_fields, model_p_alive_at
 from agents.projection import RedisProjection
 from agents.settings import Settings
 from streams import topics
-from streams.bgnbd import (
-    BgNbdError,
-    expected_next_purchase_days,
-    expected_purchases,
-    p_alive,
-    summary,
-)
 from streams.derived import (
     Alias,
     DerivedMessage,
@@ -44,7 +36,7 @@ from streams.errors import EventError, StateError
 from streams.events import Event, Limits, parse_event
 from streams.fold import fold_events
 from streams.identity import merge_states, on_alias
-from streams.policy import DAY_MS, DEFAULT_POLICY, Policy
+from streams.policy import DEFAULT_POLICY, Policy
 from streams.profile import profile_fields, profile_indexes
 from streams.referral import on_referral_credit
 from streams.state import (
@@ -56,7 +48,7 @@ from streams.state import (
     erased_marker,
     evolve,
 )
-from streams.timed import PAliveAt, TimerIndex, next_deadline, run_until
+from streams.timed import PAliveAt, next_deadline, run_until
 from streams.triggers import Trigger, decide_on_event, encode_trigger
 
 logger = logging.getLogger(__name__)
@@ -65,9 +57,6 @@ logger = logging.getLogger(__name__)
 PROJECTION_FLUSH_INTERVAL_S = 0.25
 #: How often due deadlines are looked for, in seconds (timer precision).
 TIMER_TICK_S = 0.2
-#: The deadline index is rebuilt this many table rows at a time between
-#: yields to the event loop.
-REBUILD_CHUNK = 2000
 #: A partition a batch came from less than this long ago has its due
 #: deadlines decided by its batches, in-stream; the timer leaves it alone.
 TIMER_HANDOFF_S = 0.25
@@ -97,9 +86,6 @@ class Counters:
     timers_fired: int = 0
     send_errors: int = 0
     batches: int = 0
-    timer_rebuilds: int = 0
-    #: how long the last complete rebuild of the deadline index took
-    timer_rebuild_s: float = 0.0
     state_writes: int = 0
 
 
@@ -184,13 +170,9 @@ class Pipeline:
         )
         self.app.page("/counters/")(self._counters_view())
         self.app.on_before_shutdown.connect(self._on_shutdown)
-        #: per owned partition: the deadline index and the stream time
-        self.timers: dict[int, TimerIndex] = {}
-        self.stream_time: dict[int, int] = {}
-        self.active_partitions: set[int] = set()
-        #: the running rebuild of the deadline index, and the keys scheduled since it began
-        self._rebuild: asyncio.Future[None] | None = None
-        self._scheduled_during_rebuild: set[bytes] | None = None
+        self.deadlines = Deadlines(
+            settings.partitions, lambda state: next_deadline(state, self.policy, self.p_alive_at)
+        )
         #: when a batch last came from each partition (monotonic seconds)
         self._batch_seen: dict[int, float] = {}
         self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
@@ -220,7 +202,7 @@ class Pipeline:
         last_record: dict[bytes, Any] = {}
         partitions: dict[int, Any] = {}
         arrived_ms = now_ms()
-        stream_time = self.stream_time
+        advance = self.deadlines.advance
         for record in records:
             try:
                 event = parse_event(record.value or b"", now_ms=arrived_ms, limits=self.limits)
@@ -230,8 +212,7 @@ class Pipeline:
                 continue
             key: bytes = record.key
             partition: int = record.message.partition
-            if event.timestamp_ms > stream_time.get(partition, 0):
-                stream_time[partition] = event.timestamp_ms
+            advance(partition, event.timestamp_ms)
             users.setdefault(key, []).append(event)
             last_record[key] = record
             partitions[partition] = record
@@ -256,12 +237,14 @@ class Pipeline:
         from (the timer sends a ``Due`` only for partitions without traffic)."""
         wall = now_ms()
         seen_at = time.monotonic()
+        stream_clock = self.settings.clock == "stream"
+        deadlines = self.deadlines
         for partition, record in partitions.items():
             self._batch_seen[partition] = seen_at
-            index = self.timers.get(partition)
+            index = deadlines.timers.get(partition)
             if not index:
                 continue
-            now = self.stream_time.get(partition, 0) if self.settings.clock == "stream" else wall
+            now = deadlines.stream_time.get(partition, 0) if stream_clock else wall
             due = [key for key, _deadline in index.pop_due(now)]
             if not due:
                 continue
@@ -279,7 +262,7 @@ class Pipeline:
         if new is not old:
             await self._store(key, partition, old, new, timed)
         else:
-            self._schedule(partition, key, old)
+            self.deadlines.schedule(partition, key, old)
 
     async def process_derived(self, stream: Any) -> None:
         """The derived-messages agent: identity merges, referral credits and
@@ -360,9 +343,9 @@ class Pipeline:
         if new.stage == STAGE_ERASED:
             self.projection.erase(new.user_id, revision)
         elif new.event_count > 0:
-            fields = {**profile_fields(new, version=revision), **self._model_fields(new)}
+            fields = {**profile_fields(new, version=revision), **model_fields(self.model, new)}
             self.projection.stage(new.user_id, revision, fields, profile_indexes(new))
-        self._schedule(partition, key, new)
+        self.deadlines.schedule(partition, key, new)
         if triggers:
             emitted_at = now_ms()
             for trigger in triggers:
@@ -397,20 +380,15 @@ class Pipeline:
         self.app.loop.create_task(self.app.crash(error))
 
     # ---- timers ---------------------------------------------------------------
-    def _schedule(self, partition: int, key: bytes, state: UserState | None) -> None:
-        if self._scheduled_during_rebuild is not None:
-            self._scheduled_during_rebuild.add(key)  # newer than what the rebuild would read
-        index = self.timers.setdefault(partition, TimerIndex())
-        index.set(key, next_deadline(state, self.policy, self.p_alive_at))
-
     async def fire_timers(self) -> None:
         """Every tick: send a Due for each user whose deadline passed, on the
         partitions this worker owns (the derived agent decides, in-stream)."""
-        for partition, index in list(self.timers.items()):
-            if partition not in self.active_partitions:
+        deadlines = self.deadlines
+        for partition, index in list(deadlines.timers.items()):
+            if partition not in deadlines.owned:
                 continue
             if self.settings.clock == "stream":
-                now = self.stream_time.get(partition)
+                now = deadlines.stream_time.get(partition)
                 if now is None:
                     continue
             else:
@@ -433,92 +411,14 @@ class Pipeline:
             "churn model: r=%.4f alpha=%.4f a=%.4f b=%.4f (unit %g days, %d buyers)",
             params.r, params.alpha, params.a, params.b, unit, model.buyers,
         )  # fmt: skip
-        if self.active_partitions:
-            self._rebuild_index(self.active_partitions)
-
-    def _model_fields(self, state: UserState) -> dict[str, str]:
-        """P(alive), expected orders in 30 days and the expected next order on the profile."""
-        model = self.model
-        if model is None:
-            return {}
-        data = summary(
-            state.first_order_ms, state.last_order_ms, state.order_count,
-            state.evaluated_ms or state.last_seen_ms, model.unit_days,
-        )  # fmt: skip
-        if data is None:
-            return {}
-        x, t_x, age = data
-        params, unit = model.params, model.unit_days
-        fields: dict[str, str] = {}
-        with contextlib.suppress(BgNbdError):  # each number on its own: one may not converge
-            fields["p_alive"] = f"{p_alive(params, x, t_x, age):.4f}"
-        with contextlib.suppress(BgNbdError):
-            expected = expected_purchases(params, 30 / unit, x, t_x, age)
-            fields["expected_orders_30d"] = f"{expected:.4f}"
-        with contextlib.suppress(BgNbdError):
-            days = expected_next_purchase_days(params, x, t_x, age, unit)
-            if days is not None:
-                at = (state.evaluated_ms or state.last_seen_ms) + int(days * DAY_MS)
-                fields["expected_next_order"] = str(at)
-        return fields
+        if self.deadlines.owned:
+            self.deadlines.rebuild(self.deadlines.owned, self.state.items)
 
     async def _on_rebalanced(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """After recovery: rebuild the deadline index of the partitions now owned."""
         events = self.events_topic.get_topic_name()
         assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events}
-        self._rebuild_index(assigned)
-
-    def _rebuild_index(self, assigned: set[int]) -> None:
-        """Start rebuilding the deadline index of ``assigned`` from the table,
-        in the background: events are processed meanwhile (each stored user
-        schedules its own deadline, which the rebuild then leaves alone), and
-        a user's deadline fires late at worst by the rebuild's duration."""
-        if self._rebuild is not None:
-            self._rebuild.cancel()
-        self.timers = {p: TimerIndex() for p in assigned}
-        self.active_partitions = assigned
-        self._scheduled_during_rebuild = set()
-        self.counters.timer_rebuilds += 1
-        self._rebuild = asyncio.ensure_future(self._rebuild_in_chunks(assigned))
-
-    async def _rebuild_in_chunks(self, assigned: set[int]) -> None:
-        started = time.monotonic()
-        timers, fresh = self.timers, self._scheduled_during_rebuild
-        assert fresh is not None  # set by _rebuild_index, cleared only at the end
-        n = self.settings.partitions
-        seen = 0
-        try:
-            for key, raw in self.state.items():
-                seen += 1
-                if seen % REBUILD_CHUNK == 0:
-                    await asyncio.sleep(0)  # let the stream and the timers run
-                partition = (murmur2(key) & 0x7FFFFFFF) % n
-                if partition not in assigned or key in fresh:
-                    continue
-                try:
-                    state = decode_state(raw)
-                except StateError:
-                    continue
-                timers[partition].set(key, next_deadline(state, self.policy, self.p_alive_at))
-                if state.last_seen_ms > self.stream_time.get(partition, 0):
-                    self.stream_time[partition] = state.last_seen_ms
-        except asyncio.CancelledError:
-            logger.info("timers: rebuild of partitions %s superseded", sorted(assigned))
-            raise
-        except Exception:  # e.g. a table closed by a rebalance under way: it rebuilds again
-            logger.exception("timers: rebuild of partitions %s failed", sorted(assigned))
-            self._rebuild = self._scheduled_during_rebuild = None
-            return
-        self._scheduled_during_rebuild = None
-        self._rebuild = None
-        self.counters.timer_rebuild_s = round(time.monotonic() - started, 3)
-        logger.info(
-            "timers: %d deadlines on partitions %s rebuilt in %.2f s (%d table rows read)",
-            sum(len(i) for i in timers.values()),
-            sorted(assigned),
-            time.monotonic() - started,
-            seen,
-        )
+        self.deadlines.rebuild(assigned, self.state.items)
 
     async def _send_derived(self, message: DerivedMessage) -> None:
         await self._send(self.derived_topic_name, message.key.encode(), encode_derived(message))
@@ -560,10 +460,10 @@ class Pipeline:
                     "send_errors": self.counters.send_errors,
                     "batches": self.counters.batches,
                     "state_writes": self.counters.state_writes,
-                    "timers_pending": sum(len(i) for i in self.timers.values()),
-                    "timer_rebuilds": self.counters.timer_rebuilds,
-                    "timer_rebuild_running": self._rebuild is not None,
-                    "timer_rebuild_s": self.counters.timer_rebuild_s,
+                    "timers_pending": self.deadlines.pending,
+                    "timer_rebuilds": self.deadlines.rebuilds,
+                    "timer_rebuild_running": self.deadlines.rebuilding,
+                    "timer_rebuild_s": self.deadlines.last_rebuild_s,
                     "projection_pending": self.projection.pending,
                     "projection_written": self.projection.written,
                     "projection_erased": self.projection.erased,
