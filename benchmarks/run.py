@@ -6,6 +6,12 @@ and prints the targets with the measured figures beside them.
 
     .venv/bin/python -m benchmarks.run            # full size (a quiet machine, ~1 hour)
     .venv/bin/python -m benchmarks.run --quick    # smoke run: small sizes, a few minutes
+    .venv/bin/python -m benchmarks.run --from-results   # summary + chart from the result files
+
+`--from-results` runs nothing: after one step was run again apart (e.g.
+`python -m benchmarks.recovery`, which writes benchmarks/results/recovery.json),
+it makes the summary, the chart and the targets table from the result files,
+each keeping its own date, sizes and load average.
 
 The stack is `agents.stack.Stack` configured by USERPULSE_STACK_* (a private
 stack on other ports is a good idea on a shared machine); when this program
@@ -22,6 +28,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from agents.settings import StackSettings
 from agents.stack import Stack
@@ -256,7 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         "--latency-rate", type=float, help="default: half the measured pipeline rate"
     )
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running")
+    parser.add_argument(
+        "--from-results",
+        action="store_true",
+        help="run nothing: make summary.json, the chart and the targets table from the "
+        "result files already in benchmarks/results (after running a step again apart)",
+    )
     args = parser.parse_args(argv)
+    if args.from_results:
+        return _from_results()
     sizes = dict(QUICK if args.quick else FULL)
     for key in sizes:
         if getattr(args, key, None) is not None:
@@ -368,6 +384,58 @@ def main(argv: list[str] | None = None) -> int:
         f"end {harness.load_text(summary.get('loadavg_end', harness.load_average()))}; "
         f"elapsed {summary['elapsed_s']:.0f} s"
     )
+    harness.write_result("summary", summary)
+    log(f"written: {SUMMARY}")
+    log(f"written: {chart(summary)}")
+    return 1 if summary["errors"] else 0
+
+
+#: the benchmarks of a run, in the order the runner takes them
+STEPS = ("ceiling", "pipeline", "scaling", "latency", "state", "recovery")
+
+
+def compose(directory: Path = harness.RESULTS_DIR) -> dict[str, Any]:
+    """A summary made from the result files in ``directory`` — each written by
+    the runner or by a benchmark run alone — for when a step was run again
+    apart. Each step's date, sizes and load average stay in its own entry, and
+    ``composed_from`` lists them."""
+    summary: dict[str, Any] = {"quick": False, "errors": {}, "composed_from": {}}
+    for name in STEPS:
+        path = directory / f"{name}.json"
+        if not path.exists():
+            summary["errors"][name] = f"no result file {path}"
+            continue
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as error:
+            summary["errors"][name] = f"{path} is not JSON: {error}"
+            continue
+        summary[name] = doc
+        summary["composed_from"][name] = {
+            key: doc.get(key) for key in ("benchmark", "date", "sizes", "loadavg_start")
+        }
+    runs = [summary[n] for n in STEPS if n in summary and set(FULL) <= set(summary[n]["sizes"])]
+    if runs:  # the runner's sizes and setting, from the first step it wrote
+        head = runs[0]
+        summary["sizes"] = head["sizes"]
+        summary["quick"] = head["sizes"] == QUICK
+        for key in ("machine", "kafka_version", "redis_version", "partitions", "date"):
+            summary[key] = head.get(key)
+    dated = [summary[n] for n in STEPS if n in summary]
+    if dated:
+        summary["loadavg_start"] = dated[0].get("loadavg_start")
+        summary["loadavg_end"] = dated[-1].get("loadavg_end")
+    summary["targets"] = targets(summary)
+    return summary
+
+
+def _from_results() -> int:
+    summary = compose()
+    print(targets_table(summary["targets"]))
+    for name, entry in summary["composed_from"].items():
+        log(f"  {name}: {entry['date']}, sizes {entry['sizes']}")
+    for name, error in summary["errors"].items():
+        log(f"  {name}: {error}")
     harness.write_result("summary", summary)
     log(f"written: {SUMMARY}")
     log(f"written: {chart(summary)}")
