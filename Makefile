@@ -51,6 +51,6 @@ clean: ## remove the venv and local state (stops the stack first)
 	rm -rf $(VENV) .userpulse .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 .PHONY: bench
-bench: install ## benchmarks (full size, ~1 h on a quiet machine): BENCH_ARGS=--quick for a smoke run
+bench: install ## benchmarks (full size, ~1 h 40 min on a quiet machine): BENCH_ARGS=--quick for a smoke run
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

@@ -4,7 +4,7 @@ recovery with the sizes given, writes each benchmark's JSON, then
 benchmarks/results/summary.json and the chart benchmarks/results/benchmarks.png,
 and prints the targets with the measured figures beside them.
 
-    .venv/bin/python -m benchmarks.run            # full size (a quiet machine, ~1 hour)
+    .venv/bin/python -m benchmarks.run            # full size (a quiet machine, ~1 h 40 min)
     .venv/bin/python -m benchmarks.run --quick    # smoke run: small sizes, a few minutes
     .venv/bin/python -m benchmarks.run --from-results   # summary + chart from the result files
 
@@ -208,6 +208,13 @@ def chart(summary: dict[str, Any], path: Path = CHART) -> Path:
         kind = "full size"
     else:
         kind = "reduced sizes"
+    apart = sorted(
+        name
+        for name, entry in summary.get("composed_from", {}).items()
+        if entry.get("sizes") != sizes
+    )
+    if apart:  # a step run again apart: say so on the chart itself
+        kind += f" ({', '.join(apart)} run apart)"
     m = summary.get("machine", {})
     fig.suptitle(
         f"userpulse benchmarks — {kind}: {sizes.get('events', 0):,} events / "
