@@ -13,9 +13,10 @@ What was tried and left out: replacing Faust's per-message
 ``wait_first(callback(message), suspend_flow.wait())`` in the fetch loop
 with a direct ``await`` (a task pair per message is Faust's largest consumer
 cost: a bare agent read 12,000 events/s with it and 15,000 without). The
-worker then hung after restoring its table from the changelog — one batch,
-then no further records — even with the direct path limited to deliveries
-that could not block; see docs/development.md.
+worker then lost records after a recovery: records it delivered while Faust
+seeks to the committed offsets are cleared from the stream's queue by
+Faust's flow-control resume right after, and are not fetched again when the
+seek came first. Cause and fixes to try: docs/development.md.
 """
 
 from __future__ import annotations
