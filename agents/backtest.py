@@ -44,11 +44,11 @@ import hashlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import click
 import orjson
@@ -66,23 +66,18 @@ from agents.settings import load_policy_file as settings_policy_file
 from agents.terminal import ProgressLine, fail
 from streams import topics
 from streams.datasets import LAYOUTS, OrderError
-from streams.derived import Alias, DerivedMessage, Forward, Merge, ReferralCredit
+from streams.engine import DeadLetter, Engine, Input, Partition, Record
 from streams.errors import ConfigError, EventError
-from streams.events import Event, parse_event
-from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
+from streams.events import Event, Limits
+from streams.partitioning import partition_of
 from streams.policy import DAY_MS, DEFAULT_POLICY, Policy
-from streams.referral import credits_to_send, on_referral_credit
-from streams.state import UserState, apply, encode_state
+from streams.state import STAGE_ERASED, UserState, encode_state
 from streams.timed import (
     TYPE_ACTIVATION_STALLED,
     TYPE_CART_ABANDONED,
     TYPE_CHURN_WARNING,
     TYPE_WIN_BACK,
     PAliveAt,
-    TimerIndex,
-    next_deadline,
-    run_until,
-    win_back,
 )
 from streams.triggers import (
     TYPE_ERASED,
@@ -91,11 +86,17 @@ from streams.triggers import (
     TYPE_STAGE_CHANGED,
     TYPE_TIER_CHANGED,
     Trigger,
-    decide_on_event,
 )
 
-if TYPE_CHECKING:
-    pass
+#: Partitions the back-test splits its input into. One: a single stream time
+#: over all the history; N (``--partitions``): exactly what a stream-clock
+#: worker on N partitions decides, each partition on its own stream time.
+DEFAULT_PARTITIONS = 1
+#: Input records per engine round (each partition's share is one batch).
+#: One: every internal message lands right after the event that sent it.
+DEFAULT_BATCH = 1
+#: "now" for a back-test, which has no wall clock: no event is in the future.
+_NEVER = 2**62
 
 #: Every trigger type with its topic, in the order reports list them.
 TRIGGER_TYPES: Mapping[str, str] = {
@@ -264,10 +265,18 @@ class _TypeStats:
 
 
 class Backtest:
-    """The worker's decisions over one stream of events, on stream time, in memory.
+    """The worker's engine over one stream of events, on stream time, in memory.
 
-    :meth:`feed` each event in event-time order, then :meth:`finish`.
-    Every trigger goes to ``on_trigger`` (if given) the moment it is decided.
+    :meth:`feed` (or :meth:`feed_raw`) each event in the order a topic would
+    hold it, then :meth:`finish`. Events are split into ``partitions`` by
+    Kafka's default partitioner, as a producer splits them; each partition
+    has its own stream time and deadline index and is run through
+    :meth:`streams.engine.Engine.run` — the worker's one call into the core.
+    Every ``batch`` input records, each partition's share runs as one batch;
+    the internal messages a batch sends (identity merges, referral credits,
+    forwards) then run on their key's partition, where the worker sends them
+    through ``user-events.derived``. Every trigger goes to ``on_trigger`` (if given)
+    the moment it is decided.
     """
 
     def __init__(
@@ -277,112 +286,113 @@ class Backtest:
         *,
         keep_triggers: bool = False,
         p_alive_at: PAliveAt | None = None,
+        partitions: int = DEFAULT_PARTITIONS,
+        lateness_ms: int | None = None,
+        batch: int = DEFAULT_BATCH,
     ) -> None:
         self.policy = policy
         self.on_trigger = on_trigger
-        self.p_alive_at = p_alive_at
-        self.states: dict[str, UserState] = {}
-        self.timers = TimerIndex()
-        self.stream_ms: int | None = None
+        # no wall clock in a back-test: no event is too far in the future
+        limits = Limits(max_future_skew_ms=_NEVER)
+        self.engine = Engine(policy, p_alive_at=p_alive_at, limits=limits)
+        self.partitions = partitions
+        self.parts = [Partition(n, "stream", lateness_ms) for n in range(partitions)]
+        self.batch = batch
+        self.states: dict[bytes, UserState] = {}
+        self._buffers: list[list[Record]] = [[] for _ in range(partitions)]
+        self._partition_of: dict[bytes, int] = {}
+        self._buffered = 0
         self.first_ms: int | None = None
         self.events = 0
         self.duplicates = 0
         self.forwarded = 0
         self.trigger_count = 0
         self.peak_users = 0
+        self.offset = 0
         self.kept: list[Trigger] | None = [] if keep_triggers else None
+        #: called with each dead letter and the ``origin`` it was fed with
+        self.on_dead_letter: Callable[[DeadLetter, Any], None] | None = None
+        self.dead_letters = 0
+        self._origins: dict[int, Any] = {}
         self._stats: dict[str, _TypeStats] = {}
         self._ids = hashlib.sha256()
 
-    # ---- time ---------------------------------------------------------------
-    def advance(self, now_ms: int) -> None:
-        """Decide every deadline at or before ``now_ms``, each at its own time
-        and in deadline order across users (the worker's timer on stream time)."""
-        for key, deadline in self.timers.pop_due(now_ms):
-            user = key.decode()
-            old = self.states.get(user)
-            new, fired = run_until(old, deadline, self.policy, self.p_alive_at)
-            self._store(user, new, fired, floor_ms=deadline)
+    @property
+    def stream_ms(self) -> int | None:
+        """The highest event time seen on any partition."""
+        return max((p.stream_ms for p in self.parts), default=0) or None
+
+    def partition_of(self, key: bytes) -> int:
+        number = self._partition_of.get(key)
+        if number is None:
+            number = self._partition_of[key] = partition_of(key, self.partitions)
+        return number
 
     # ---- events -------------------------------------------------------------
     def feed(self, event: Event) -> None:
-        """One valid event, as the worker's ``process`` handles it."""
-        ts = event.timestamp_ms
-        self.advance(ts - 1)  # other users' deadlines that passed before this event
-        self.events += 1
-        if self.first_ms is None:
-            self.first_ms = ts
-        if self.stream_ms is None or ts > self.stream_ms:
-            self.stream_ms = ts
-        key = event.key
-        old = self.states.get(key)
-        forward = forward_to(old, event)
-        if forward is not None:  # an anonymous id already merged into a user
-            self._derived(forward, ts)
-            return
-        # The worker runs ``run_until(old, ts - 1)`` here. advance(ts - 1) has just
-        # done that for every user (each stored state's next deadline is in the
-        # index), so it would return (old, []): skipping it saves a fifth of the time.
-        caught = old
-        new = apply(caught, event, self.policy)
-        if new is caught:  # a redelivered event (or erasing a user never seen): no change
-            self.duplicates += new is not None
-            return
-        triggers = [
-            *decide_on_event(caught, new, event),
-            *win_back(caught, new, event, self.policy.delivery),
-        ]
-        self._store(key, new, triggers)
-        outgoing: list[DerivedMessage] = [
-            *aliases_to_send(caught, event),
-            *credits_to_send(caught, new, event),
-        ]
-        for message in outgoing:
-            self._derived(message, ts)
+        """One event (encoded as a producer would send it)."""
+        self.feed_raw(event.key.encode(), orjson.dumps(event.to_dict()))
 
-    def _derived(self, message: DerivedMessage, at_ms: int) -> None:
-        """A derived message, handled at once (the worker's ``process_derived``).
-        ``at_ms`` — the causing event's time — stands for the wall clock the
-        worker stamps an identity marker with."""
-        old = self.states.get(message.key)
-        if isinstance(message, Alias):
-            marked, merge = on_alias(old, message, at_ms)
-            if marked != old:
-                self._store(message.key, marked, [])
-            self._derived(merge, at_ms)
-        elif isinstance(message, Merge):
-            merged = merge_states(old, message, self.policy)
-            if merged is not None and merged is not old:
-                cause = message.cause(merged.last_seen_ms)
-                self._store(message.key, merged, decide_on_event(old, merged, cause))
-        elif isinstance(message, Forward):
-            self.forwarded += 1
-            new = apply(old, message.event, self.policy)
-            if new is not old:
-                self._store(message.key, new, decide_on_event(old, new, message.event))
-        elif isinstance(message, ReferralCredit):
-            credited = on_referral_credit(old, message, self.policy)
-            if credited is not old:
-                self._store(message.key, credited, decide_on_event(old, credited, message.cause()))
+    def feed_raw(self, key: bytes | None, value: bytes, origin: Any = None) -> None:
+        """One record of ``user-events`` as a producer would send it (validated
+        by the engine: an invalid one becomes a dead letter, given to
+        :attr:`on_dead_letter` with ``origin``). Its offset is its position
+        in the input."""
+        offset = self.offset
+        self.offset += 1
+        if origin is not None:
+            self._origins[offset] = origin
+        number = self.partition_of(key) if key is not None and self.partitions > 1 else 0
+        self._buffers[number].append(Record(key, value, offset))
+        self._buffered += 1
+        if self._buffered >= self.batch:
+            self.flush()
 
-    def _store(
-        self, key: str, new: UserState | None, triggers: list[Trigger], floor_ms: int = 0
+    def flush(self) -> None:
+        """Run what is buffered (before reading the states or the counts)."""
+        self._buffered = 0
+        for number, buffer in enumerate(self._buffers):
+            if buffer:
+                self._buffers[number] = []
+                self._run(number, buffer)
+
+    def _run(
+        self,
+        number: int,
+        inputs: Sequence[Input],
+        *,
+        idle: bool = False,
+        until_ms: int | None = None,
     ) -> None:
-        """Keep ``new`` (None: erased, dropped), schedule its next deadline, emit."""
-        raw = key.encode()
-        if new is None:
-            self.states.pop(key, None)
-            self.timers.set(raw, None)
-        else:
-            self.states[key] = new
-            if len(self.states) > self.peak_users:
-                self.peak_users = len(self.states)
-            deadline = next_deadline(new, self.policy, self.p_alive_at)
-            if deadline is not None and deadline <= floor_ms:
-                deadline = floor_ms + 1  # run_until gave up (its round guard): move on
-            self.timers.set(raw, deadline)
-        for trigger in triggers:
+        """One engine batch on partition ``number``, then the internal
+        messages it sent, each on its key's partition."""
+        batch = self.engine.run(
+            self.parts[number], inputs, self.states.get, now_ms=_NEVER, idle=idle, until_ms=until_ms
+        )
+        self.events += batch.events
+        self.duplicates += batch.duplicates
+        self.forwarded += batch.forwarded
+        self.dead_letters += len(batch.dead_letters)
+        origins = self._origins
+        if origins:
+            for letter in batch.dead_letters:
+                if self.on_dead_letter is not None:
+                    self.on_dead_letter(letter, origins.get(letter.record.offset))
+            for item in inputs:
+                if isinstance(item, Record):
+                    origins.pop(item.offset, None)
+        if batch.earliest_ms is not None and (
+            self.first_ms is None or batch.earliest_ms < self.first_ms
+        ):
+            self.first_ms = batch.earliest_ms
+        self.states.update(batch.writes)
+        if len(self.states) > self.peak_users:
+            self.peak_users = len(self.states)
+        for trigger in batch.triggers:
             self._emit(trigger)
+        for message in batch.derived:
+            key = message.key.encode()
+            self._run(self.partition_of(key) if self.partitions > 1 else 0, [message])
 
     def _emit(self, trigger: Trigger) -> None:
         self.trigger_count += 1
@@ -398,12 +408,18 @@ class Backtest:
 
     # ---- the end ------------------------------------------------------------
     def finish(self, until_ms: int | None = None) -> int | None:
-        """Run every user to ``until_ms`` (default: the final stream time);
-        returns the time the timers were run to."""
-        end = until_ms if until_ms is not None else self.stream_ms
-        if end is not None:
-            self.advance(end)
-        return end
+        """Run what is buffered, then every partition's deadlines as an idle
+        worker's timer does: to ``until_ms``, or to the partition's own
+        stream time. Returns the latest time the timers were run to."""
+        self.flush()
+        ends = []
+        for number, part in enumerate(self.parts):
+            end = until_ms if until_ms is not None else part.idle_until(_NEVER)
+            if end is None:
+                continue
+            ends.append(end)
+            self._run(number, [], idle=True, until_ms=end)
+        return max(ends) if ends else until_ms
 
     def summaries(self) -> dict[str, TypeSummary]:
         names = {**TRIGGER_TYPES, **{t: "" for t in self._stats if t not in TRIGGER_TYPES}}
@@ -456,9 +472,9 @@ class Backtest:
             trigger_count=self.trigger_count,
             by_type=self.summaries(),
             trigger_ids_sha256=self._ids.hexdigest(),
-            users=len(self.states),
+            users=sum(s.stage != STAGE_ERASED for s in self.states.values()),
             peak_users=self.peak_users,
-            pending_deadlines=len(self.timers),
+            pending_deadlines=sum(len(p.timers) for p in self.parts),
             state_bytes=state_bytes,
             memory_bytes=memory_bytes,
             elapsed_s=elapsed_s,
@@ -564,8 +580,12 @@ def backtest_file(
         if len(examples) < EXAMPLE_REJECTIONS:
             examples.append(rejection)
 
-    def events() -> Iterator[Event]:
-        nonlocal mapped
+    def on_dead_letter(letter: DeadLetter, origin: Any) -> None:
+        line, row, doc = origin
+        reject(Rejection(line, "validate", letter.error, row, doc))
+
+    engine.on_dead_letter = on_dead_letter
+    try:
         rows = mapped_rows(
             path,
             layout,
@@ -574,27 +594,24 @@ def backtest_file(
             limit=limit,
             stats=stats,
         )
+        past_until = False
         for line, row, result in rows:
             if isinstance(result, EventError):
                 reject(Rejection(line, "map", result, row))
                 continue
             for item in result:
+                if until_ms is not None and item.timestamp_ms > until_ms:
+                    past_until = True  # the rest is not read
+                    break
                 mapped += 1
-                try:
-                    # no wall clock in a back-test: the event's own time is "now"
-                    event = parse_event(orjson.dumps(item.doc), now_ms=item.timestamp_ms + 1)
-                except EventError as error:
-                    reject(Rejection(line, "validate", error, row, item.doc))
-                    continue
-                yield event
-                if not engine.events & 255:
+                doc = item.doc
+                key = doc.get("user_id") or doc.get("anonymous_id")
+                raw_key = key.encode() if isinstance(key, str) else None
+                engine.feed_raw(raw_key, orjson.dumps(doc), origin=(line, row, doc))
+                if not mapped & 255:
                     meter.maybe()
-
-    try:
-        for event in events():
-            if until_ms is not None and event.timestamp_ms > until_ms:
+            if past_until:
                 break
-            engine.feed(event)
         stats.phase = "timers"
         end = engine.finish(until_ms)
     except OrderError as exc:

@@ -1,5 +1,6 @@
 """A worker's deadline index: per owned partition, which user's deadline
-comes next, and how far that partition's stream time has got.
+comes next, and how far that partition's stream time has got — the
+engine's :class:`~streams.engine.Partition` of each partition it owns.
 
 The index is memory only. After a rebalance it is rebuilt from the state
 table, in the background and a chunk of rows at a time, so that the stream
@@ -15,9 +16,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from aiokafka.partitioner import murmur2
-
+from streams.engine import Clock, Partition
 from streams.errors import StateError
+from streams.partitioning import partition_of
 from streams.state import UserState, decode_state
 from streams.timed import TimerIndex
 
@@ -32,21 +33,26 @@ REBUILD_CHUNK = 2000
 DeadlineOf = Callable[[UserState | None], int | None]
 
 
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` (murmur2)."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
+__all__ = ["DeadlineOf", "Deadlines", "partition_of"]
 
 
 class Deadlines:
     """The deadline index and stream time of the partitions a worker owns."""
 
-    def __init__(self, partitions: int, deadline_of: DeadlineOf) -> None:
+    def __init__(
+        self,
+        partitions: int,
+        deadline_of: DeadlineOf,
+        *,
+        clock: Clock = "stream",
+        lateness_ms: int | None = None,
+    ) -> None:
         self.partitions = partitions
         self.deadline_of = deadline_of
-        #: per owned partition: the deadline index and the stream time
-        self.timers: dict[int, TimerIndex] = {}
-        self.stream_time: dict[int, int] = {}
+        self.clock: Clock = clock
+        self.lateness_ms = lateness_ms
+        #: per partition seen: the engine's clock and deadline index
+        self.parts: dict[int, Partition] = {}
         self.owned: set[int] = set()
         #: rebuilds started, and how long the last complete one took
         self.rebuilds = 0
@@ -59,28 +65,50 @@ class Deadlines:
     def rebuilding(self) -> bool:
         return self._rebuild is not None
 
+    def part(self, number: int) -> Partition:
+        """The engine's view of partition ``number`` (made on first use)."""
+        part = self.parts.get(number)
+        if part is None:
+            part = self.parts[number] = Partition(number, self.clock, self.lateness_ms)
+        return part
+
+    @property
+    def timers(self) -> dict[int, TimerIndex]:
+        return {number: part.timers for number, part in self.parts.items()}
+
+    @property
+    def stream_time(self) -> dict[int, int]:
+        return {n: p.stream_ms for n, p in self.parts.items() if p.stream_ms}
+
     @property
     def pending(self) -> int:
-        return sum(len(index) for index in self.timers.values())
+        return sum(len(part.timers) for part in self.parts.values())
 
     def advance(self, partition: int, timestamp_ms: int) -> None:
         """An event of ``timestamp_ms`` was seen on ``partition``."""
-        if timestamp_ms > self.stream_time.get(partition, 0):
-            self.stream_time[partition] = timestamp_ms
+        self.part(partition).observe(timestamp_ms)
+
+    def stored(self, keys: Iterable[bytes]) -> None:
+        """The stream stored ``keys`` (and set their deadlines): a running
+        rebuild, which may have read older rows, leaves them alone."""
+        if self._fresh is not None:
+            self._fresh.update(keys)
 
     def schedule(self, partition: int, key: bytes, state: UserState | None) -> None:
         """``key``'s next deadline, from its newest state."""
         if self._fresh is not None:
             self._fresh.add(key)
-        index = self.timers.setdefault(partition, TimerIndex())
-        index.set(key, self.deadline_of(state))
+        self.part(partition).timers.set(key, self.deadline_of(state))
 
     def rebuild(self, owned: set[int], rows: Callable[[], Iterable[tuple[bytes, bytes]]]) -> None:
         """Start rebuilding the index of ``owned`` from ``rows()`` (the state
         table's key/value pairs), superseding a rebuild still running."""
         if self._rebuild is not None:
             self._rebuild.cancel()
-        self.timers = {p: TimerIndex() for p in owned}
+        for number in owned:
+            self.part(number).timers = TimerIndex()
+        for number in set(self.parts) - owned:
+            del self.parts[number]  # another worker's now
         self.owned = owned
         self._fresh = set()
         self.rebuilds += 1
@@ -90,7 +118,7 @@ class Deadlines:
         self, owned: set[int], rows: Callable[[], Iterable[tuple[bytes, bytes]]]
     ) -> None:
         started = time.monotonic()
-        timers, fresh = self.timers, self._fresh
+        timers, fresh = {n: self.part(n).timers for n in owned}, self._fresh
         assert fresh is not None  # set by rebuild, cleared only at the end
         seen = 0
         try:

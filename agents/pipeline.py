@@ -22,34 +22,14 @@ from agents.model import Model, follow_model, model_fields, model_p_alive_at
 from agents.projection import RedisProjection
 from agents.settings import Settings
 from streams import topics
-from streams.derived import (
-    Alias,
-    DerivedMessage,
-    Due,
-    Forward,
-    Merge,
-    ReferralCredit,
-    decode_derived,
-    encode_derived,
-)
+from streams.derived import DerivedMessage, Due, encode_derived
+from streams.engine import Batch, Engine, Record
 from streams.errors import EventError, StateError
-from streams.events import Event, Limits, parse_event
-from streams.fold import fold_events
-from streams.identity import merge_states, on_alias
+from streams.events import Limits
 from streams.policy import DEFAULT_POLICY, Policy
 from streams.profile import profile_fields, profile_indexes
-from streams.referral import on_referral_credit
-from streams.state import (
-    STAGE_ERASED,
-    UserState,
-    apply,
-    decode_state,
-    encode_state,
-    erased_marker,
-    evolve,
-)
-from streams.timed import PAliveAt, next_deadline, run_until
-from streams.triggers import Trigger, decide_on_event, encode_trigger
+from streams.state import STAGE_ERASED, UserState, decode_state, encode_state
+from streams.triggers import encode_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +76,14 @@ class Pipeline:
         self.settings = settings
         self.policy = policy
         self.counters = Counters()
-        self.limits = Limits(
+        limits = Limits(
             max_bytes=settings.max_event_bytes,
             max_future_skew_ms=settings.max_future_skew_s * 1000,
         )
+        #: the churn model's newest parameters (None until `userpulse fit` published some)
+        self.model: Model | None = None
+        #: the one pure call every batch goes through (streams/engine.py)
+        self.engine = Engine(policy, limits=limits)
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
@@ -170,141 +154,111 @@ class Pipeline:
         )
         self.app.page("/counters/")(self._counters_view())
         self.app.on_before_shutdown.connect(self._on_shutdown)
+        lateness = settings.stream_lateness_s
         self.deadlines = Deadlines(
-            settings.partitions, lambda state: next_deadline(state, self.policy, self.p_alive_at)
+            settings.partitions,
+            self.engine.next_deadline,
+            clock="stream" if settings.clock == "stream" else "wall",
+            lateness_ms=lateness * 1000 if lateness is not None else None,
         )
         #: when a batch last came from each partition (monotonic seconds)
         self._batch_seen: dict[int, float] = {}
         self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
-        #: the churn model's newest parameters (None until `userpulse fit` published some)
-        self.model: Model | None = None
-        self.p_alive_at: PAliveAt | None = None
         self._stopping = asyncio.Event()
         self.app.task(self._follow_model)
         self.app.on_rebalance_complete.connect(self._on_rebalanced)
 
     async def process(self, stream: Any) -> None:
-        """The user-events agent: validate, apply, persist, project, trigger —
-        a batch at a time (see :meth:`process_batch`): up to
+        """The user-events agent: a batch at a time — up to
         ``USERPULSE_BATCH_MAX_EVENTS`` events, or what arrived within
-        ``USERPULSE_BATCH_WAIT_MS``. Faust acknowledges a batch's events
-        (their offsets become committable) only after the batch is processed."""
+        ``USERPULSE_BATCH_WAIT_MS`` — through the engine (:meth:`run`). Faust
+        acknowledges a batch's events (their offsets become committable) only
+        after the batch is processed."""
         batch_max = self.settings.batch_max_events
         within = self.settings.batch_wait_ms / 1000
         async for records in stream.take_events(batch_max, within=within):
-            await self.process_batch(records)
-
-    async def process_batch(self, records: list[Any]) -> None:
-        """Validate every record (dead-lettering the invalid), fold each user's
-        events in order (:func:`streams.fold.fold_events`), store each changed
-        user once, then decide the deadlines due on the batch's partitions."""
-        users: dict[bytes, list[Event]] = {}
-        last_record: dict[bytes, Any] = {}
-        partitions: dict[int, Any] = {}
-        arrived_ms = now_ms()
-        advance = self.deadlines.advance
-        for record in records:
-            try:
-                event = parse_event(record.value or b"", now_ms=arrived_ms, limits=self.limits)
-                _check_key(record.key, event)
-            except EventError as error:
-                await self._dead_letter(record, error)
-                continue
-            key: bytes = record.key
-            partition: int = record.message.partition
-            advance(partition, event.timestamp_ms)
-            users.setdefault(key, []).append(event)
-            last_record[key] = record
-            partitions[partition] = record
-        self.counters.events += sum(len(events) for events in users.values())
-        self.counters.batches += 1
-        for key, events in users.items():
-            record = last_record[key]
-            _set_current_event(record)  # the table writes to the record's partition
-            old = self._load(key)
-            folded = fold_events(old, events, self.policy, self.p_alive_at)
-            if folded.changes:
-                partition = record.message.partition
-                await self._store(
-                    key, partition, old, folded.state, folded.triggers, changes=folded.changes
-                )
-            for message in folded.derived:
-                await self._send_derived(message)
-        await self._decide_due(partitions)
-
-    async def _decide_due(self, partitions: dict[int, Any]) -> None:
-        """Decide, in-stream, the deadlines due on the partitions a batch came
-        from (the timer sends a ``Due`` only for partitions without traffic)."""
-        wall = now_ms()
-        seen_at = time.monotonic()
-        stream_clock = self.settings.clock == "stream"
-        deadlines = self.deadlines
-        for partition, record in partitions.items():
-            self._batch_seen[partition] = seen_at
-            index = deadlines.timers.get(partition)
-            if not index:
-                continue
-            now = deadlines.stream_time.get(partition, 0) if stream_clock else wall
-            due = [key for key, _deadline in index.pop_due(now)]
-            if not due:
-                continue
-            _set_current_event(record)
-            for key in due:
-                self.counters.timers_fired += 1
-                await self._decide_deadlines(key, partition, self._load(key), now)
-
-    async def _decide_deadlines(
-        self, key: bytes, partition: int, old: UserState | None, until_ms: int
-    ) -> None:
-        """Decide ``key``'s deadlines up to ``until_ms``, each at its own time;
-        store what changed, or schedule the next deadline again."""
-        new, timed = run_until(old, until_ms, self.policy, self.p_alive_at)
-        if new is not old:
-            await self._store(key, partition, old, new, timed)
-        else:
-            self.deadlines.schedule(partition, key, old)
+            await self.run(records, derived=False)
 
     async def process_derived(self, stream: Any) -> None:
         """The derived-messages agent: identity merges, referral credits and
-        timer deadlines (see :mod:`streams.derived`)."""
-        async for record in stream.events():
-            try:
-                message = decode_derived(record.value or b"")
-            except StateError:
-                logger.exception(
-                    "skipping malformed derived message at %s[%d]@%d",
-                    record.message.topic,
-                    record.message.partition,
-                    record.message.offset,
+        timer deadlines (see :mod:`streams.derived`), through the same engine."""
+        batch_max = self.settings.batch_max_events
+        within = self.settings.batch_wait_ms / 1000
+        async for records in stream.take_events(batch_max, within=within):
+            await self.run(records, derived=True)
+
+    async def run(self, records: list[Any], *, derived: bool) -> None:
+        """Hand each partition's share of ``records`` to the engine, then
+        write, project and send what it decided."""
+        by_partition: dict[int, list[Record]] = {}
+        last: dict[int, Any] = {}
+        for record in records:
+            message = record.message
+            number: int = message.partition
+            inputs = by_partition.get(number)
+            if inputs is None:
+                inputs = by_partition[number] = []
+            inputs.append(Record(record.key, record.value, message.offset, derived))
+            last[number] = record
+        seen_at = time.monotonic()
+        for number, inputs in by_partition.items():
+            # the table reads and writes the current event's partition (its
+            # RocksDB database and changelog partition): one of this partition's
+            _set_current_event(last[number])
+            batch = self.engine.run(
+                self.deadlines.part(number), inputs, self._load, now_ms=now_ms()
+            )
+            self.deadlines.stored(batch.writes)
+            if not derived:
+                self._batch_seen[number] = seen_at
+            await self._apply(last[number], batch)
+
+    async def _apply(self, record: Any, batch: Batch) -> None:
+        """What one engine batch of ``record``'s partition decided: dead
+        letters, state writes, the Redis projection, triggers, internal
+        messages. The table writes go to the current event's partition, so
+        ``record`` (one of that partition's) is made the current event again
+        (a send may have let another task run)."""
+        counters = self.counters
+        counters.events += batch.events
+        counters.batches += 1
+        counters.timers_fired += batch.timers_fired
+        for letter in batch.dead_letters:
+            await self._dead_letter(record, letter.record, letter.error)
+        for bad in batch.malformed:
+            logger.error(
+                "skipping malformed derived message at %s[%d]@%d: %s",
+                record.message.topic,
+                record.message.partition,
+                bad.record.offset,
+                bad.error,
+            )
+        if batch.writes:
+            _set_current_event(record)
+            table = self.state
+            projection = self.projection
+            model = self.model
+            for key, new in batch.writes.items():
+                table[key] = encode_state(new)
+                revision = new.revision
+                if new.stage == STAGE_ERASED:
+                    projection.erase(new.user_id, revision)
+                elif new.event_count > 0:
+                    fields = {**profile_fields(new, version=revision), **model_fields(model, new)}
+                    projection.stage(new.user_id, revision, fields, profile_indexes(new))
+            counters.state_writes += len(batch.writes)
+        if batch.triggers:
+            emitted_at = now_ms()
+            names = self.trigger_topic_names
+            for trigger in batch.triggers:
+                await self._send(
+                    names[trigger.topic],
+                    trigger.user_id.encode(),
+                    encode_trigger(trigger, emitted_at_ms=emitted_at),
                 )
-                continue
-            key: bytes = record.key
-            partition: int = record.message.partition
-            old = self._load(key)
-            if isinstance(message, Due):
-                await self._decide_deadlines(key, partition, old, message.until_ms)
-            elif isinstance(message, Alias):
-                marked, merge = on_alias(old, message, now_ms())
-                if marked != old:
-                    await self._store(key, partition, old, marked, [])
-                await self._send_derived(merge)
-            elif isinstance(message, Merge):
-                merged = merge_states(old, message, self.policy)
-                if merged is not None and merged is not old:
-                    cause = message.cause(merged.last_seen_ms)
-                    await self._store(
-                        key, partition, old, merged, decide_on_event(old, merged, cause)
-                    )
-            elif isinstance(message, Forward):
-                new = apply(old, message.event, self.policy)
-                if new is not old:
-                    triggers = decide_on_event(old, new, message.event)
-                    await self._store(key, partition, old, new, triggers, message.event)
-            elif isinstance(message, ReferralCredit):
-                credited = on_referral_credit(old, message, self.policy)
-                if credited is not old:
-                    triggers = decide_on_event(old, credited, message.cause())
-                    await self._store(key, partition, old, credited, triggers)
+            counters.triggers += len(batch.triggers)
+        for message in batch.derived:
+            await self._send_derived(message)
 
     def _load(self, key: bytes) -> UserState | None:
         raw = self.state.get(key)
@@ -315,46 +269,6 @@ class Pipeline:
         except StateError:
             logger.exception("user-state for %r is unreadable; starting it afresh", key)
             return None
-
-    async def _store(
-        self,
-        key: bytes,
-        partition: int,
-        old: UserState | None,
-        new: UserState | None,
-        triggers: list[Trigger],
-        event: Event | None = None,
-        *,
-        changes: int = 1,
-    ) -> None:
-        """Persist ``new`` (``None``, or an erasure's marker: the user is
-        erased), project it to Redis, schedule its next deadline and send
-        ``triggers``. The revision advances by ``changes`` (one per change,
-        however many a batch stores at once). The table write needs the
-        current event to be one of ``partition``'s."""
-        revision = (old.revision if old is not None else 0) + changes
-        if new is None:
-            user_id = old.user_id if old is not None else key.decode()
-            at_ms = event.timestamp_ms if event is not None else now_ms()
-            new = erased_marker(user_id, at_ms)
-        new = evolve(new, {"revision": revision})
-        self.state[key] = encode_state(new)
-        self.counters.state_writes += 1
-        if new.stage == STAGE_ERASED:
-            self.projection.erase(new.user_id, revision)
-        elif new.event_count > 0:
-            fields = {**profile_fields(new, version=revision), **model_fields(self.model, new)}
-            self.projection.stage(new.user_id, revision, fields, profile_indexes(new))
-        self.deadlines.schedule(partition, key, new)
-        if triggers:
-            emitted_at = now_ms()
-            for trigger in triggers:
-                await self._send(
-                    self.trigger_topic_names[trigger.topic],
-                    trigger.user_id.encode(),
-                    encode_trigger(trigger, emitted_at_ms=emitted_at),
-                )
-            self.counters.triggers += len(triggers)
 
     async def _send(
         self,
@@ -382,22 +296,22 @@ class Pipeline:
     # ---- timers ---------------------------------------------------------------
     async def fire_timers(self) -> None:
         """Every tick: send a Due for each user whose deadline passed, on the
-        partitions this worker owns (the derived agent decides, in-stream)."""
+        partitions this worker owns that had no traffic for a moment (the
+        derived agent decides, in-stream; busy partitions decide in their
+        batches)."""
         deadlines = self.deadlines
-        for partition, index in list(deadlines.timers.items()):
-            if partition not in deadlines.owned:
+        wall = now_ms()
+        for number in list(deadlines.owned):
+            part = deadlines.parts.get(number)
+            if part is None or not part.timers:
                 continue
-            if self.settings.clock == "stream":
-                now = deadlines.stream_time.get(partition)
-                if now is None:
-                    continue
-            else:
-                now = now_ms()
-            if time.monotonic() - self._batch_seen.get(partition, 0.0) < TIMER_HANDOFF_S:
+            if time.monotonic() - self._batch_seen.get(number, 0.0) < TIMER_HANDOFF_S:
                 continue  # the partition has traffic: its batches decide what is due
-            for key, _deadline in index.pop_due(now):
-                await self._send_derived(Due(key.decode(), now))
-                self.counters.timers_fired += 1
+            until = part.idle_until(wall)
+            if until is None:
+                continue
+            for key in part.pop_due(until):
+                await self._send_derived(Due(key.decode(), until))
 
     async def _follow_model(self) -> None:
         await follow_model(self.settings, self._use_model, self._stopping)
@@ -406,7 +320,7 @@ class Pipeline:
         """A newly fitted churn model: P(alive) deadlines are computed again."""
         self.model = model
         params, unit = model.params, model.unit_days
-        self.p_alive_at = model_p_alive_at(params, unit)
+        self.engine.p_alive_at = model_p_alive_at(params, unit)
         logger.info(
             "churn model: r=%.4f alpha=%.4f a=%.4f b=%.4f (unit %g days, %d buyers)",
             params.r, params.alpha, params.a, params.b, unit, model.buyers,
@@ -423,21 +337,23 @@ class Pipeline:
     async def _send_derived(self, message: DerivedMessage) -> None:
         await self._send(self.derived_topic_name, message.key.encode(), encode_derived(message))
 
-    async def _dead_letter(self, record: Any, error: EventError) -> None:
-        message = record.message
+    async def _dead_letter(self, current: Any, record: Record, error: EventError) -> None:
+        """``record`` (of ``current``'s topic and partition) to the dead-letter
+        topic, untouched, with the reason and its source in the headers."""
+        message = current.message
         values = (
             error.code,
             error.path,
             error.message,
             message.topic,
             str(message.partition),
-            str(message.offset),
+            str(record.offset),
         )
         headers = [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
         await self._send(self.dlq_topic_name, record.key, record.value, headers)
         self.counters.dead_letters += 1
         logger.info(
-            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, error
+            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, record.offset, error
         )
 
     async def flush_projection(self) -> None:
@@ -472,19 +388,6 @@ class Pipeline:
             )
 
         return counters
-
-
-def _check_key(key: bytes | None, event: Event) -> None:
-    """The record key must be the event's user (or anonymous) id: the table
-    is partitioned by it, so another key would put state on the wrong worker."""
-    expected = event.key.encode()
-    if key != expected:
-        shown = key.decode(errors="replace") if key is not None else None
-        raise EventError(
-            "key_mismatch",
-            "$.user_id",
-            f"record key {shown!r} must equal the user_id (or anonymous_id) {event.key!r}",
-        )
 
 
 def _set_current_event(record: Any) -> None:

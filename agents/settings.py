@@ -87,6 +87,13 @@ REFERENCE: tuple[tuple[str, str, str], ...] = (
         "timers fire on wall-clock time (wall, live) or on stream time (stream, replays)",
     ),
     (
+        "USERPULSE_STREAM_LATENESS_S",
+        "",
+        "stream clock: fire a deadline in-stream once stream time is this many seconds past "
+        "it; empty = only on the user's next event or when the partition is idle (exact for "
+        "any order across users)",
+    ),
+    (
         "USERPULSE_BATCH_MAX_EVENTS",
         "1000",
         "most events a worker takes in one batch (one state write per user per batch)",
@@ -149,6 +156,8 @@ class Settings:
     clock: str = "wall"
     batch_max_events: int = 1000
     batch_wait_ms: int = 20
+    #: stream clock: seconds past a deadline before a busy partition fires it (None: never)
+    stream_lateness_s: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -213,6 +222,9 @@ class Settings:
             clock=_clock(get("USERPULSE_CLOCK")),
             batch_max_events=_int(env, "USERPULSE_BATCH_MAX_EVENTS", 1, 100_000),
             batch_wait_ms=_int(env, "USERPULSE_BATCH_WAIT_MS", 1, 10_000),
+            stream_lateness_s=_int(env, "USERPULSE_STREAM_LATENESS_S", 0, 10 * 365 * 86400)
+            if get("USERPULSE_STREAM_LATENESS_S")
+            else None,
             policy_file=Path(get("USERPULSE_POLICY_FILE"))
             if get("USERPULSE_POLICY_FILE")
             else None,
@@ -238,6 +250,9 @@ class Settings:
             "USERPULSE_CLOCK": self.clock,
             "USERPULSE_BATCH_MAX_EVENTS": str(self.batch_max_events),
             "USERPULSE_BATCH_WAIT_MS": str(self.batch_wait_ms),
+            "USERPULSE_STREAM_LATENESS_S": ""
+            if self.stream_lateness_s is None
+            else str(self.stream_lateness_s),
         }
 
     def load_policy(self) -> Policy:

@@ -21,8 +21,8 @@ import sys
 import time
 
 from benchmarks.generator import generate
+from streams.engine import fold as fold_events
 from streams.events import Limits, parse_event
-from streams.fold import fold_events
 from streams.policy import DEFAULT_POLICY
 from streams.profile import profile_fields, profile_indexes
 from streams.state import UserState, decode_state, encode_state, evolve

@@ -171,15 +171,23 @@ class Rees46Mapper:
 
     view → product_viewed; cart → product_added; remove_from_cart →
     product_removed; purchase → order_completed (one order per purchased
-    row). A ``session_started`` is inserted before a user's first row and
-    whenever the user's ``user_session`` changes. The cart id is the user
-    session.
+    row, carrying the product, so that it closes the open cart it bought
+    from in any session — streams.state). A ``session_started`` is inserted
+    before a user's first row and whenever the user's ``user_session``
+    changes.
+
+    The cart id of an add and of a purchase is the user session. The shop's
+    cart outlives a session, so a remove names the cart of the user's latest
+    ``cart`` row — the user's open cart — rather than the session it
+    happened in: a product added yesterday and removed today leaves the cart.
 
     The mapper remembers each user's current session (about 180 bytes per
-    distinct user), so rows must come in event-time order.
+    distinct user) and the session of their latest ``cart`` row, so rows
+    must come in event-time order.
     """
 
     _session: dict[str, str] = field(default_factory=dict)
+    _cart_session: dict[str, str] = field(default_factory=dict)
 
     def map(self, line: int, row: Mapping[str, str]) -> list[Mapped]:
         user = _required(row, "user_id")
@@ -196,10 +204,14 @@ class Rees46Mapper:
                 if value:
                     props[column] = value
             event = _mapped(event_id, "product_viewed", user, ts, props)
-        elif kind in ("cart", "remove_from_cart"):
-            etype = "product_added" if kind == "cart" else "product_removed"
+        elif kind == "cart":
             props = {"product_id": product, "quantity": 1, "price": price, "cart_id": session}
-            event = _mapped(event_id, etype, user, ts, props)
+            event = _mapped(event_id, "product_added", user, ts, props)
+            self._cart_session[user] = session
+        elif kind == "remove_from_cart":
+            cart = self._cart_session.get(user, session)
+            props = {"product_id": product, "quantity": 1, "price": price, "cart_id": cart}
+            event = _mapped(event_id, "product_removed", user, ts, props)
         elif kind == "purchase":
             props = {
                 "order_id": f"{session}-{line}",

@@ -21,10 +21,12 @@ from streams.state import UserState, decode_state, encode_state
 
 @dataclass(frozen=True, slots=True)
 class Alias:
-    """To the anonymous id's partition: you are ``user_id`` now."""
+    """To the anonymous id's partition: you are ``user_id`` now (since the
+    event time ``at_ms`` of the event that linked the two)."""
 
     user_id: str
     anonymous_id: str
+    at_ms: int = 0
 
     @property
     def key(self) -> str:
@@ -109,7 +111,12 @@ DerivedMessage = Alias | Merge | Forward | ReferralCredit | Due
 def encode_derived(message: DerivedMessage) -> bytes:
     doc: dict[str, Any]
     if isinstance(message, Alias):
-        doc = {"kind": "alias", "user_id": message.user_id, "anonymous_id": message.anonymous_id}
+        doc = {
+            "kind": "alias",
+            "user_id": message.user_id,
+            "anonymous_id": message.anonymous_id,
+            "at": message.at_ms,
+        }
     elif isinstance(message, Merge):
         state = orjson.loads(encode_state(message.state)) if message.state is not None else None
         doc = {
@@ -140,7 +147,7 @@ def decode_derived(raw: bytes) -> DerivedMessage:
         doc = orjson.loads(raw)
         kind = doc["kind"]
         if kind == "alias":
-            return Alias(doc["user_id"], doc["anonymous_id"])
+            return Alias(doc["user_id"], doc["anonymous_id"], int(doc.get("at", 0)))
         if kind == "merge":
             state = doc["state"]
             snapshot = decode_state(orjson.dumps(state)) if state is not None else None

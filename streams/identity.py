@@ -41,19 +41,20 @@ def aliases_to_send(state: UserState | None, event: Event) -> list[Alias]:
         return []
     if state is not None and anonymous_id in state.merged_from:
         return []
-    return [Alias(event.user_id, anonymous_id)]
+    return [Alias(event.user_id, anonymous_id, event.timestamp_ms)]
 
 
-def on_alias(anonymous: UserState | None, alias: Alias, now_ms: int) -> tuple[UserState, Merge]:
+def on_alias(anonymous: UserState | None, alias: Alias) -> tuple[UserState, Merge]:
     """The anonymous side: mark the state merged and answer with its snapshot.
 
     With no anonymous history yet, a bare marker state remembers the merge so
-    that the id's later events are forwarded too."""
+    that the id's later events are forwarded too; it is stamped with the time
+    of the event that linked the ids (never a clock: a replay gives the same)."""
     if anonymous is None:
         marker = UserState(
             user_id=alias.anonymous_id,
-            first_seen_ms=now_ms,
-            last_seen_ms=now_ms,
+            first_seen_ms=alias.at_ms,
+            last_seen_ms=alias.at_ms,
             stage=STAGE_MERGED,
             merged_into=alias.user_id,
         )

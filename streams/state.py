@@ -199,7 +199,9 @@ def apply(
     elif seen(state, event):
         return state
     facts = _fold(state, event, policy)
-    return derive(facts, facts.last_seen_ms, policy)
+    # derived as of the newest time the user was looked at: an event older than
+    # a decision already taken on time (a late event) must not turn the clock back
+    return derive(facts, max(facts.last_seen_ms, facts.evaluated_ms), policy)
 
 
 def derive(state: UserState, now_ms: int, policy: Policy) -> UserState:
@@ -291,29 +293,34 @@ def _activity(state: UserState, ts: int) -> dict[str, int]:
 
 
 def _cart_change(cart: Cart | None, event: Event) -> Cart | None:
-    """The cart after an add or remove. An event older than the cart's last
-    change is superseded and ignored; a different cart id starts a new cart."""
+    """The cart after an add or remove (docs/state.md, "The cart").
+
+    An event older than the cart's last change is superseded and ignored. An
+    add is always a change: to the open cart, or to a new cart when it names
+    another cart id. A remove changes the cart only when it takes units of one
+    of its products out of it; a remove of a product that is not in the open
+    cart, or from another cart than the open one, returns the cart untouched —
+    its ``last_change_ms`` and ``reminders_sent`` too, so the reminder
+    sequence goes on as it was."""
     props = event.properties
     ts = event.timestamp_ms
     cart_id = str(props.get("cart_id", ""))
     if cart is not None and ts < cart.last_change_ms:
         return cart
-    if cart is None or cart.cart_id != cart_id:
-        cart = Cart(cart_id=cart_id, items=(), last_change_ms=ts)
+    open_items = cart.items if cart is not None and cart.cart_id == cart_id else ()
+    items = {i.product_id: i for i in open_items}
     product = str(props.get("product_id", ""))
     quantity = int(props.get("quantity", 1))
-    price = float(props.get("price", 0.0))
-    items = {i.product_id: i for i in cart.items}
     current = items.get(product)
     if event.type == "product_added":
         have = current.quantity if current else 0
-        items[product] = CartItem(product, have + quantity, price)
-    elif current is not None:
-        left = current.quantity - quantity
-        if left > 0:
-            items[product] = replace(current, quantity=left)
-        else:
-            del items[product]
+        items[product] = CartItem(product, have + quantity, float(props.get("price", 0.0)))
+    elif current is None:
+        return cart  # nothing of it is in the open cart: nothing changes
+    elif current.quantity > quantity:
+        items[product] = replace(current, quantity=current.quantity - quantity)
+    else:
+        del items[product]
     if not items:
         return None  # an emptied cart is no open cart
     return Cart(cart_id, tuple(sorted(items.values(), key=lambda i: i.product_id)), ts)
@@ -329,10 +336,24 @@ def _order(state: UserState, event: Event) -> dict[str, Any]:
         "last_order_ms": ts if state.last_order_ms is None else max(state.last_order_ms, ts),
     }
     cart = state.cart
-    order_cart = event.properties.get("cart_id")
-    if cart is not None and ts >= cart.last_change_ms and order_cart in (None, cart.cart_id):
+    if cart is not None and ts >= cart.last_change_ms and _bought_from(cart, event):
         changes["cart"] = None  # the order closes the open cart
     return changes
+
+
+def _bought_from(cart: Cart, order: Event) -> bool:
+    """Whether an ``order_completed`` bought from the open cart: it names that
+    cart, or names no cart, or names another cart but bought one of the open
+    cart's products (a REES46 purchase in a later session than the one the
+    product was added in; a cart finished on another device)."""
+    order_cart = order.properties.get("cart_id")
+    if order_cart is None or order_cart == cart.cart_id:
+        return True
+    in_cart = {i.product_id for i in cart.items}
+    lines = order.properties.get("products")
+    return isinstance(lines, list) and any(
+        isinstance(line, dict) and str(line.get("product_id")) in in_cart for line in lines
+    )
 
 
 def credit_referral(state: UserState, referred_user_id: str) -> dict[str, Any]:

@@ -151,6 +151,19 @@ def test_rees46_cart_changes_are_valid_cart_events_on_the_session_cart(
     }
 
 
+def test_a_rees46_remove_names_the_cart_of_the_users_latest_cart_row_whatever_the_session() -> None:
+    rows = [
+        rees("cart", session=SESSION_A, time="2019-10-01 10:00:00 UTC"),
+        rees("remove_from_cart", session=SESSION_B, time="2019-10-02 09:00:00 UTC"),
+        rees("remove_from_cart", user="2", session=SESSION_B, time="2019-10-02 09:00:01 UTC"),
+    ]
+    removes = [valid(m) for m in mapped(REES46, rows) if m.doc["type"] == "product_removed"]
+    assert [(e.user_id, e.properties["cart_id"]) for e in removes] == [
+        ("541312140", SESSION_A),  # the open cart, added to in the session before
+        ("2", SESSION_B),  # no cart row before: its own session
+    ]
+
+
 def test_a_rees46_purchase_is_a_valid_one_line_order_that_closes_the_session_cart() -> None:
     _, event = mapped(REES46, [rees("purchase", price="33.20")])
     parsed = valid(event)

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.derived import DerivedMessage
+from streams.engine import fold as fold_events
 from streams.events import Event
-from streams.fold import fold_events
 from streams.identity import aliases_to_send, forward_to
 from streams.policy import DAY_MS, DEFAULT_POLICY, DeliveryPolicy, Policy
 from streams.referral import credits_to_send

@@ -27,7 +27,7 @@ def merge_states_(user: UserState | None, merge: Merge) -> UserState | None:
 
 def test_an_event_with_both_ids_asks_the_anonymous_partition_once() -> None:
     link = Event("e1", "user_identified", 5, user_id="u1", anonymous_id="a1")
-    assert aliases_to_send(None, link) == [Alias("u1", "a1")]
+    assert aliases_to_send(None, link) == [Alias("u1", "a1", link.timestamp_ms)]
     merged = UserState("u1", 1, 5, 1, merged_from=("a1",))
     assert aliases_to_send(merged, link) == []
     assert aliases_to_send(None, ev("e2", 5, user="u1")) == []
@@ -38,7 +38,7 @@ def test_the_full_merge_sums_the_histories_and_is_idempotent() -> None:
     anon = history([ev("a-1", 100, anon="a1"), ev("a-2", 200, anon="a1")])
     user = history([Event("u-1", "user_identified", 300, user_id="u1", anonymous_id="a1")])
 
-    marked, merge = on_alias(anon, Alias("u1", "a1"), now_ms=999)
+    marked, merge = on_alias(anon, Alias("u1", "a1", 300))
     assert marked.merged_into == "u1"
     assert merge == Merge("u1", "a1", anon)  # the snapshot is the history as it was
 
@@ -50,13 +50,14 @@ def test_the_full_merge_sums_the_histories_and_is_idempotent() -> None:
     assert merge_states_(merged, merge) is merged  # a redelivered Merge changes nothing
 
     # a redelivered Alias answers with the same snapshot
-    again_marked, again = on_alias(marked, Alias("u1", "a1"), now_ms=1_000)
+    again_marked, again = on_alias(marked, Alias("u1", "a1", 300))
     assert again_marked is marked and again == merge
 
 
 def test_an_anonymous_id_without_history_gets_a_marker_so_later_events_follow() -> None:
-    marker, merge = on_alias(None, Alias("u1", "a9"), now_ms=50)
+    marker, merge = on_alias(None, Alias("u1", "a9", 50))
     assert merge.state is None
+    assert marker.first_seen_ms == marker.last_seen_ms == 50  # the linking event's time
     assert (marker.stage, marker.merged_into, marker.event_count) == (STAGE_MERGED, "u1", 0)
     later = ev("a-late", 60, anon="a9")
     forward = forward_to(marker, later)

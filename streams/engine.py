@@ -1,0 +1,388 @@
+"""The engine: one partition's batch of records in, everything they cause out.
+
+The live worker (agents/pipeline.py) and the back-test (agents/backtest.py)
+call :meth:`Engine.run` and no other part of the core; they differ only in
+where the records come from and where the results go.
+
+In: one partition's records in offset order — events of ``user-events`` as
+raw bytes (validated here) and internal messages of ``user-events.derived``
+(raw, or already decoded) — the partition's clock and deadline index
+(:class:`Partition`), a way to load a user's stored state, the policy and
+the churn model. Out: a :class:`Batch` — one state write per changed user
+(its revision advanced once per change), the triggers in decision order, the
+internal messages to send, the dead letters with their reasons; each written
+user's next deadline is set in the partition's index.
+
+**Order.** A user's inputs are handled in offset order. Users never see each
+other inside the engine (an effect on another key travels as an internal
+message), and before each input at time t the user's own deadlines before t
+are decided, each at its own time. So a user's triggers and state depend on
+the user's own inputs alone, not on how other users' events interleave with
+them (``tests/unit/test_engine.py`` shuffles users to prove it).
+
+**Clocks.** On the wall clock a deadline fires once the wall clock passes it,
+in the batches of a busy partition and from the worker's timer on an idle
+one. On the stream clock a partition's time is the highest event time seen
+on it; a deadline fires on the user's next input (before it is applied), or
+once the partition is idle (the worker's timer, the back-test's end), or —
+only with ``lateness_ms`` set — in-stream once the stream time has passed it
+by that much. Without a lateness, no input order can make a deadline fire
+before an event of the user that precedes it; with one, an event later than
+that behind the stream time is applied, but a deadline already decided stays
+decided (docs/ingestion.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from streams.derived import (
+    Alias,
+    DerivedMessage,
+    Due,
+    Forward,
+    Merge,
+    ReferralCredit,
+    decode_derived,
+)
+from streams.errors import EventError, StateError
+from streams.events import Event, Limits, parse_event
+from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
+from streams.policy import DEFAULT_POLICY, Policy
+from streams.referral import credits_to_send, on_referral_credit
+from streams.state import UserState, apply, erased_marker, evolve
+from streams.timed import PAliveAt, TimerIndex, next_deadline, run_until, win_back
+from streams.triggers import Trigger, decide_on_event
+
+Clock = Literal["wall", "stream"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of a partition, as read: the key and value bytes and the offset."""
+
+    key: bytes | None
+    value: bytes | None
+    offset: int
+    #: from the internal topic (``user-events.derived``), not ``user-events``
+    derived: bool = False
+
+
+#: What a batch holds: records as read, or internal messages already decoded
+#: (the back-test hands them over without encoding them).
+Input = Record | DerivedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An invalid record and why: it goes to the dead-letter topic untouched."""
+
+    record: Record
+    error: EventError
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """An internal message that could not be decoded (a bug, not bad input)."""
+
+    record: Record
+    error: StateError
+
+
+@dataclass
+class Partition:
+    """What the engine remembers of one partition between batches: its clock
+    and the deadline index of its users (memory only: rebuilt from the
+    stored states after a restart or rebalance)."""
+
+    number: int
+    clock: Clock = "stream"
+    #: stream clock: fire deadlines in-stream once stream time is this far
+    #: past them (None: only on the user's next input or when idle)
+    lateness_ms: int | None = None
+    #: the highest event time seen (0: none yet)
+    stream_ms: int = 0
+    timers: TimerIndex = field(default_factory=TimerIndex)
+
+    def observe(self, timestamp_ms: int) -> None:
+        if timestamp_ms > self.stream_ms:
+            self.stream_ms = timestamp_ms
+
+    def busy_until(self, wall_ms: int) -> int | None:
+        """Up to when a batch decides the partition's due deadlines (None: not in-stream)."""
+        if self.clock == "wall":
+            return wall_ms
+        if self.lateness_ms is None or not self.stream_ms:
+            return None
+        return self.stream_ms - self.lateness_ms
+
+    def idle_until(self, wall_ms: int) -> int | None:
+        """Up to when deadlines are due while the partition has no traffic."""
+        if self.clock == "wall":
+            return wall_ms
+        return self.stream_ms or None
+
+    def pop_due(self, until_ms: int) -> list[bytes]:
+        """Take the keys whose deadline is at or before ``until_ms`` off the index."""
+        return [key for key, _deadline in self.timers.pop_due(until_ms)]
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one batch did: write, send and count this."""
+
+    #: one state per changed user, revision advanced (an erasure leaves its marker)
+    writes: dict[bytes, UserState] = field(default_factory=dict)
+    triggers: list[Trigger] = field(default_factory=list)
+    #: internal messages for other keys' partitions (``user-events.derived``)
+    derived: list[DerivedMessage] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    malformed: list[Malformed] = field(default_factory=list)
+    #: valid events of ``user-events`` (forwarded events count where they land)
+    events: int = 0
+    #: the earliest of their event times
+    earliest_ms: int | None = None
+    #: events that changed nothing (redeliveries)
+    duplicates: int = 0
+    #: events of anonymous ids already merged, sent on to their user
+    forwarded: int = 0
+    #: users whose deadlines were decided because they were due
+    timers_fired: int = 0
+    #: changes folded into the writes (a user's revision advances by its share)
+    changes: int = 0
+    #: users erased (``user_deleted``)
+    erasures: int = 0
+
+
+Loader = Callable[[bytes], UserState | None]
+
+
+@dataclass(slots=True)
+class _Work:
+    """A user's working state inside one batch."""
+
+    state: UserState | None
+    base_revision: int
+    changes: int = 0
+    #: the latest time deadlines were decided up to (a guard against a
+    #: deadline that deciding does not move)
+    floor_ms: int = 0
+
+
+class Engine:
+    """The pure batch function with its policy and churn model."""
+
+    def __init__(
+        self,
+        policy: Policy = DEFAULT_POLICY,
+        *,
+        p_alive_at: PAliveAt | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.policy = policy
+        self.p_alive_at = p_alive_at
+        self.limits = limits if limits is not None else Limits()
+
+    def next_deadline(self, state: UserState | None) -> int | None:
+        """When ``state`` next needs deciding on time (None: never)."""
+        return next_deadline(state, self.policy, self.p_alive_at)
+
+    # ---- the batch ------------------------------------------------------------
+    def run(
+        self,
+        partition: Partition,
+        inputs: Iterable[Input],
+        load: Loader,
+        *,
+        now_ms: int,
+        idle: bool = False,
+        until_ms: int | None = None,
+    ) -> Batch:
+        """Handle ``inputs`` of ``partition`` in order, then decide the
+        deadlines due on it: up to ``until_ms`` when given, else as on a busy
+        partition, or (``idle``) as on one without traffic. ``now_ms`` is the
+        wall clock: what events are validated against, and the time on the
+        wall clock. ``load`` reads a user's stored state."""
+        out = Batch()
+        work: dict[bytes, _Work] = {}
+
+        def working(key: bytes) -> _Work:
+            w = work.get(key)
+            if w is None:
+                state = load(key)
+                w = work[key] = _Work(state, state.revision if state is not None else 0)
+            return w
+
+        for item in inputs:
+            if isinstance(item, Record):
+                if item.derived:
+                    try:
+                        message = decode_derived(item.value or b"")
+                    except StateError as error:
+                        out.malformed.append(Malformed(item, error))
+                        continue
+                    self._message(working(message.key.encode()), message, out)
+                    continue
+                try:
+                    event = parse_event(item.value or b"", now_ms=now_ms, limits=self.limits)
+                    _check_key(item.key, event)
+                except EventError as error:
+                    out.dead_letters.append(DeadLetter(item, error))
+                    continue
+                out.events += 1
+                ts = event.timestamp_ms
+                partition.observe(ts)
+                if out.earliest_ms is None or ts < out.earliest_ms:
+                    out.earliest_ms = ts
+                self._event(working(event.key.encode()), event, out)
+            else:
+                self._message(working(item.key.encode()), item, out)
+        until = until_ms
+        if until is None:
+            until = partition.idle_until(now_ms) if idle else partition.busy_until(now_ms)
+        if until is not None:
+            for key in partition.pop_due(until):
+                if key not in work:  # a key of this batch is looked at below anyway
+                    out.timers_fired += 1
+                    self._due(working(key), until, out)
+        timers = partition.timers
+        for key, w in work.items():
+            deadline = self.next_deadline(w.state)
+            if until is not None and deadline is not None and w.floor_ms < deadline <= until:
+                out.timers_fired += 1
+                self._due(w, until, out)
+                deadline = self.next_deadline(w.state)
+            if deadline is not None and deadline <= w.floor_ms:
+                deadline = w.floor_ms + 1  # deciding did not move it (run_until's guard): move on
+            timers.set(key, deadline)
+            if w.changes and w.state is not None:
+                out.writes[key] = evolve(w.state, {"revision": w.base_revision + w.changes})
+                out.changes += w.changes
+        return out
+
+    # ---- one input of one user --------------------------------------------------
+    def _event(self, w: _Work, event: Event, out: Batch) -> None:
+        """An event of the user's (from ``user-events``, or forwarded to it)."""
+        state = w.state
+        forward = forward_to(state, event)
+        if forward is not None:  # an anonymous id already merged into a user
+            out.derived.append(forward)
+            out.forwarded += 1
+            return
+        # deadlines that passed before this event are decided first, at their
+        # own time, as a timer would have decided them
+        policy = self.policy
+        caught, timed = run_until(state, event.timestamp_ms - 1, policy, self.p_alive_at)
+        new = apply(caught, event, policy)
+        if new is caught and not timed:
+            out.duplicates += new is not None  # a redelivered event: nothing changes
+            return
+        triggers = out.triggers
+        triggers += timed
+        triggers += decide_on_event(caught, new, event)
+        triggers += win_back(caught, new, event, policy.delivery)
+        out.derived += aliases_to_send(caught, event)
+        out.derived += credits_to_send(caught, new, event)
+        if new is None:  # erased: what remains is the marker
+            out.erasures += 1
+            user_id = state.user_id if state is not None else event.key
+            new = erased_marker(user_id, event.timestamp_ms)
+        w.state = new
+        w.changes += 1
+        w.floor_ms = max(w.floor_ms, event.timestamp_ms - 1)
+
+    def _message(self, w: _Work, message: DerivedMessage, out: Batch) -> None:
+        """An internal message for this user (see :mod:`streams.derived`)."""
+        old = w.state
+        policy = self.policy
+        new: UserState | None = old
+        triggers: list[Trigger] = []
+        if isinstance(message, Forward):
+            self._event(w, message.event, out)
+            return
+        if isinstance(message, Due):
+            self._due(w, message.until_ms, out)
+            return
+        if isinstance(message, Alias):
+            marked, merge = on_alias(old, message)
+            out.derived.append(merge)
+            if marked == old:
+                return  # a redelivered Alias: the same answer, nothing to store
+            new = marked
+        elif isinstance(message, Merge):
+            merged = merge_states(old, message, policy)
+            if merged is None or merged is old:
+                return
+            new = merged
+            triggers = decide_on_event(old, merged, message.cause(merged.last_seen_ms))
+        elif isinstance(message, ReferralCredit):
+            credited = on_referral_credit(old, message, policy)
+            if credited is old:
+                return
+            new = credited
+            triggers = decide_on_event(old, credited, message.cause())
+        out.triggers += triggers
+        w.state = new
+        w.changes += 1
+
+    def _due(self, w: _Work, until_ms: int, out: Batch) -> None:
+        """The user's deadlines up to ``until_ms`` have passed: decide them."""
+        new, timed = run_until(w.state, until_ms, self.policy, self.p_alive_at)
+        w.floor_ms = max(w.floor_ms, until_ms)
+        if new is w.state:
+            return  # nothing changed: the deadline is scheduled again
+        out.triggers += timed
+        w.state = new
+        w.changes += 1
+
+
+@dataclass(slots=True)
+class Folded:
+    """What one user's inputs did (:func:`fold`)."""
+
+    state: UserState | None
+    changes: int
+    erased: bool
+    triggers: list[Trigger]
+    derived: list[DerivedMessage]
+
+
+def fold(
+    state: UserState | None,
+    inputs: Iterable[Event | DerivedMessage],
+    policy: Policy = DEFAULT_POLICY,
+    p_alive_at: PAliveAt | None = None,
+) -> Folded:
+    """One user's inputs (events, or internal messages for the user) folded
+    exactly as :meth:`Engine.run` folds them, without records or deadlines
+    due: the per-user step on its own, for tests and benchmarks."""
+    engine = Engine(policy, p_alive_at=p_alive_at)
+    w = _Work(state, state.revision if state is not None else 0)
+    out = Batch()
+    for item in inputs:
+        if isinstance(item, Event):
+            engine._event(w, item, out)
+        else:
+            engine._message(w, item, out)
+    return Folded(w.state, w.changes, out.erasures > 0, out.triggers, out.derived)
+
+
+def _check_key(key: bytes | None, event: Event) -> None:
+    """The record key must be the event's user (or anonymous) id: state is
+    partitioned by it, so another key would put state on the wrong worker."""
+    expected = event.key.encode()
+    if key != expected:
+        shown = key.decode(errors="replace") if key is not None else None
+        raise EventError(
+            "key_mismatch",
+            "$.user_id",
+            f"record key {shown!r} must equal the user_id (or anonymous_id) {event.key!r}",
+        )
+
+
+def event_records(raw: Iterable[tuple[bytes | None, bytes | None]]) -> Iterator[Record]:
+    """``(key, value)`` pairs as :class:`Record` s with offsets 0, 1, 2 …"""
+    for offset, (key, value) in enumerate(raw):
+        yield Record(key, value, offset)
