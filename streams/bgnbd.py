@@ -96,12 +96,14 @@ class FitResult:
     """What :func:`fit` found: the parameters, the maximised log-likelihood
     (the paper's LL, summed over customers), the optimiser's iterations, and
     whether it converged (the optimiser succeeded and no parameter sits on
-    its bound)."""
+    its bound); ``on_bound`` names the parameters that ended on a bound of
+    the search (e^±20), where the data could not pin them down."""
 
     params: BgNbdParams
     log_likelihood: float
     iterations: int
     converged: bool
+    on_bound: tuple[str, ...] = ()
 
 
 # ---- per user: summary ------------------------------------------------------------
@@ -532,12 +534,17 @@ def fit(
     )
     theta = np.asarray(result.x, dtype=np.float64)
     r, alpha, a, b = (float(v) for v in np.exp(theta))
-    on_bound = bool(np.any(np.abs(theta) >= _LOG_BOUND - 1e-6))
+    on_bound = tuple(
+        name
+        for name, v in zip(("r", "alpha", "a", "b"), theta, strict=True)
+        if abs(v) >= _LOG_BOUND - 1e-6
+    )
     return FitResult(
         params=BgNbdParams(r, alpha, a, b),
         log_likelihood=customers.log_likelihood(theta)[0],
         iterations=int(result.nit),
         converged=bool(result.success) and not on_bound,
+        on_bound=on_bound,
     )
 
 
