@@ -180,7 +180,7 @@ def settings() -> None:
 
 
 def _register_commands() -> None:
-    from agents.backtest import backtest_command
+    from agents.backtest_command import backtest_command
     from agents.deadletters import dlq_group
     from agents.ingest import produce_command
     from agents.model import fit_command

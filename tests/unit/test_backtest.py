@@ -12,18 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
-from agents.backtest import (
-    CSV_COLUMNS,
-    TRIGGER_TYPES,
-    BacktestProgress,
-    backtest,
-    backtest_command,
-    backtest_file,
-    parse_until,
-)
+from agents.backtest import CSV_COLUMNS, TRIGGER_TYPES, backtest, backtest_file
+from agents.backtest_command import backtest_command, parse_until
+from agents.backtest_report import BacktestProgress
 from agents.model import model_p_alive_at
 from streams.bgnbd import BgNbdParams
 from streams.events import Event
@@ -550,3 +545,81 @@ def test_unsorted_presorted_input_exits_2_with_the_fix(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--no-presorted" in result.stderr
     sorted_in_memory = CliRunner().invoke(backtest_command, [str(path), "--no-presorted"])
     assert sorted_in_memory.exit_code == 0, sorted_in_memory.output
+
+
+# ---------------------------------------------------------------------------
+# (c) JSON Lines in file order, fed user by user
+
+
+def _history(users: int = 6) -> list[Event]:
+    events = Events()
+    for k in range(users):
+        user = f"jl{k}"
+        start = T0 + k * 7 * MIN
+        events.add(user, "session_started", start)
+        events.cart(user, start + MIN)
+        if k % 2:
+            events.order(user, start + 90 * MIN)  # between reminders 2 and 3
+        events.add(user, "page_viewed", start + 5 * H)  # after every reminder and the churn time
+    return events.events
+
+
+def _write_jsonl(path: Path, events: list[Event]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(e.to_dict()) + b"\n" for e in events))
+    return path
+
+
+def test_json_lines_fed_user_by_user_back_test_like_the_time_sorted_history(
+    tmp_path: Path,
+) -> None:
+    events = _history()
+    by_user = sorted(events, key=lambda e: e.user_id or "")  # stable: each user's order kept
+    by_time = sorted(events, key=lambda e: e.timestamp_ms)
+    assert by_user != by_time  # the file order really is out of time order across users
+    user_file = _write_jsonl(tmp_path / "by-user.jsonl", by_user)
+    time_file = _write_jsonl(tmp_path / "by-time.jsonl", by_time)
+    a = backtest_file(user_file, POLICY, keep_triggers=True)
+    b = backtest_file(time_file, POLICY, keep_triggers=True)
+    assert (a.layout, a.events, a.rejected) == ("jsonl", len(events), 0)
+    assert sorted(t.trigger_id for t in a.triggers) == sorted(t.trigger_id for t in b.triggers)
+    assert {t.trigger_id: t.payload for t in a.triggers} == {
+        t.trigger_id: t.payload for t in b.triggers
+    }
+    reminders = of_type(a.triggers, "cart_abandoned")
+    # buyers (odd users) got two reminders, the others three; nobody is warned after
+    # an order that came later in time but earlier in the file
+    assert sorted(len(of_type(reminders, "cart_abandoned", f"jl{k}")) for k in range(6)) == [
+        2, 2, 2, 3, 3, 3,
+    ]  # fmt: skip
+    for k in range(6):
+        warned = of_type(a.triggers, "churn_warning", f"jl{k}")
+        assert [t.occurred_at_ms for t in warned] == [T0 + k * 7 * MIN + 2 * H + (
+            90 * MIN if k % 2 else MIN
+        )]  # fmt: skip
+
+
+def test_a_back_test_on_partitions_keeps_each_partitions_own_stream_time() -> None:
+    events = _history()
+    one = backtest(events, POLICY, partitions=1)
+    eight = backtest(events, POLICY, partitions=8)
+    assert one.events == eight.events == len(events)
+    # what fires on eight partitions fires on one too, identically; one stream time
+    # over all the history reaches further, so a partition-wise run can only have less
+    ones = {t.trigger_id: t for t in one.triggers}
+    assert all(ones[t.trigger_id] == t for t in eight.triggers)
+    last_seen = {e.user_id: e.timestamp_ms for e in events}
+    for t in one.triggers:  # everything up to a user's own last event is on both
+        if t.occurred_at_ms <= last_seen[t.user_id]:
+            assert t in eight.triggers
+
+
+def test_a_bad_json_line_is_rejected_with_its_line_and_the_rest_is_run(tmp_path: Path) -> None:
+    events = _history(2)
+    path = tmp_path / "mixed.jsonl"
+    lines = [orjson.dumps(e.to_dict()) for e in events]
+    lines.insert(2, b'{"event_id": "x", "type": "page_viewed"}')  # no user, no time
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = backtest_file(path, POLICY)
+    assert report.events == len(events) and report.rejected == 1
+    [example] = report.examples
+    assert example.line == 3 and example.error.code == "missing_field"
