@@ -318,11 +318,15 @@ class Engine:
             new = merged
             triggers = decide_on_event(old, merged, message.cause(merged.last_seen_ms))
         elif isinstance(message, ReferralCredit):
-            credited = on_referral_credit(old, message, policy)
+            # like an event: the referrer's deadlines before the credit come first
+            caught, triggers = run_until(old, message.at_ms - 1, policy, self.p_alive_at)
+            credited = on_referral_credit(caught, message, policy)
             if credited is old:
-                return
+                return  # credited before (a redelivery), nothing was due
             new = credited
-            triggers = decide_on_event(old, credited, message.cause())
+            if credited is not caught:
+                triggers += decide_on_event(caught, credited, message.cause())
+            w.floor_ms = max(w.floor_ms, message.at_ms - 1)
         out.triggers += triggers
         w.state = new
         w.changes += 1

@@ -120,7 +120,7 @@ def merge_states(user: UserState | None, merge: Merge, policy: Policy) -> UserSt
         recent_events=recent[-DEDUP_WINDOW:],
         merged_from=(*user.merged_from, merge.anonymous_id),
     )
-    return derive(merged, merged.last_seen_ms, policy)
+    return derive(merged, max(merged.last_seen_ms, merged.evaluated_ms), policy)
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

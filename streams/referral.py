@@ -39,4 +39,4 @@ def on_referral_credit(
     changes = credit_referral(base, credit.referred_user_id)
     if not changes:
         return base
-    return derive(replace(base, **changes), base.last_seen_ms, policy)
+    return derive(replace(base, **changes), max(base.last_seen_ms, base.evaluated_ms), policy)
