@@ -163,7 +163,7 @@ def model_fields(model: Model | None, state: UserState) -> dict[str, str]:
         return {}
     x, t_x, age = data
     params, unit = model.params, model.unit_days
-    fields: dict[str, str] = {}
+    fields: dict[str, str] = {"model_as_of": str(model.as_of_ms or model.fitted_at_ms)}
     with contextlib.suppress(BgNbdError):
         fields["p_alive"] = f"{p_alive(params, x, t_x, age):.4f}"
     with contextlib.suppress(BgNbdError):

@@ -84,6 +84,8 @@ class Pipeline:
         self.model: Model | None = None
         #: the one pure call every batch goes through (streams/engine.py)
         self.engine = Engine(policy, limits=limits)
+        if settings.clock == "wall" and settings.profile_refresh_s > 0:
+            self.engine.refresh_ms = settings.profile_refresh_s * 1000
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
@@ -321,6 +323,9 @@ class Pipeline:
         self.model = model
         params, unit = model.params, model.unit_days
         self.engine.p_alive_at = model_p_alive_at(params, unit)
+        if self.engine.refresh_ms is not None:
+            # every profile gets the new model's numbers, spread over minutes
+            self.engine.refresh_since_ms = now_ms()
         logger.info(
             "churn model: r=%.4f alpha=%.4f a=%.4f b=%.4f (unit %g days, %d buyers)",
             params.r, params.alpha, params.a, params.b, unit, model.buyers,

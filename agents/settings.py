@@ -94,6 +94,12 @@ REFERENCE: tuple[tuple[str, str, str], ...] = (
         "any order across users)",
     ),
     (
+        "USERPULSE_PROFILE_REFRESH_S",
+        "86400",
+        "wall clock: look at every user at least this often, so that no profile's health, R "
+        "and P(alive) are older (0 = off); a new churn model refreshes all within 10 minutes",
+    ),
+    (
         "USERPULSE_BATCH_MAX_EVENTS",
         "1000",
         "most events a worker takes in one batch (one state write per user per batch)",
@@ -156,6 +162,8 @@ class Settings:
     clock: str = "wall"
     batch_max_events: int = 1000
     batch_wait_ms: int = 20
+    #: wall clock: the most a profile's time-dependent numbers may age, in s (0: off)
+    profile_refresh_s: int = 86400
     #: stream clock: seconds past a deadline before a busy partition fires it (None: never)
     stream_lateness_s: int | None = None
 
@@ -222,6 +230,7 @@ class Settings:
             clock=_clock(get("USERPULSE_CLOCK")),
             batch_max_events=_int(env, "USERPULSE_BATCH_MAX_EVENTS", 1, 100_000),
             batch_wait_ms=_int(env, "USERPULSE_BATCH_WAIT_MS", 1, 10_000),
+            profile_refresh_s=_int(env, "USERPULSE_PROFILE_REFRESH_S", 0, 365 * 86400),
             stream_lateness_s=_int(env, "USERPULSE_STREAM_LATENESS_S", 0, 10 * 365 * 86400)
             if get("USERPULSE_STREAM_LATENESS_S")
             else None,
@@ -250,6 +259,7 @@ class Settings:
             "USERPULSE_CLOCK": self.clock,
             "USERPULSE_BATCH_MAX_EVENTS": str(self.batch_max_events),
             "USERPULSE_BATCH_WAIT_MS": str(self.batch_wait_ms),
+            "USERPULSE_PROFILE_REFRESH_S": str(self.profile_refresh_s),
             "USERPULSE_STREAM_LATENESS_S": ""
             if self.stream_lateness_s is None
             else str(self.stream_lateness_s),

@@ -34,6 +34,7 @@ decided (docs/ingestion.md).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -52,8 +53,15 @@ from streams.events import Event, Limits, parse_event
 from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
 from streams.policy import DEFAULT_POLICY, Policy
 from streams.referral import credits_to_send, on_referral_credit
-from streams.state import UserState, apply, erased_marker, evolve
-from streams.timed import PAliveAt, TimerIndex, next_deadline, run_until, win_back
+from streams.state import STAGE_ERASED, STAGE_MERGED, UserState, apply, erased_marker, evolve
+from streams.timed import (
+    PAliveAt,
+    TimerIndex,
+    decide_on_time,
+    next_deadline,
+    run_until,
+    win_back,
+)
 from streams.triggers import Trigger, decide_on_event
 
 Clock = Literal["wall", "stream"]
@@ -184,10 +192,35 @@ class Engine:
         self.policy = policy
         self.p_alive_at = p_alive_at
         self.limits = limits if limits is not None else Limits()
+        #: wall clock: look at every user at least this often, so that the
+        #: time-dependent profile numbers (health, R, P(alive)) are never
+        #: older than this (None: only when a rule needs it)
+        self.refresh_ms: int | None = None
+        #: a new churn model arrived at this time: every user evaluated before
+        #: it is looked at again, spread over ``refresh_spread_ms``
+        self.refresh_since_ms: int | None = None
+        self.refresh_spread_ms = 600_000
 
     def next_deadline(self, state: UserState | None) -> int | None:
         """When ``state`` next needs deciding on time (None: never)."""
-        return next_deadline(state, self.policy, self.p_alive_at)
+        deadline = next_deadline(state, self.policy, self.p_alive_at)
+        refresh = self._refresh_due(state)
+        if refresh is None:
+            return deadline
+        return refresh if deadline is None else min(deadline, refresh)
+
+    def _refresh_due(self, state: UserState | None) -> int | None:
+        """When ``state``'s profile numbers are next to be computed afresh."""
+        if self.refresh_ms is None or state is None or state.event_count == 0:
+            return None
+        if state.stage in (STAGE_MERGED, STAGE_ERASED) or state.merged_into is not None:
+            return None
+        due = state.evaluated_ms + self.refresh_ms
+        since = self.refresh_since_ms
+        if since is not None and state.evaluated_ms < since:
+            spread = zlib.crc32(state.user_id.encode()) % max(1, self.refresh_spread_ms)
+            due = min(due, since + spread)
+        return due
 
     # ---- the batch ------------------------------------------------------------
     def run(
@@ -334,6 +367,11 @@ class Engine:
     def _due(self, w: _Work, until_ms: int, out: Batch) -> None:
         """The user's deadlines up to ``until_ms`` have passed: decide them."""
         new, timed = run_until(w.state, until_ms, self.policy, self.p_alive_at)
+        refresh = self._refresh_due(new)
+        if new is not None and refresh is not None and refresh <= until_ms:
+            # the profile's numbers are due afresh: derived again as of now
+            new, more = decide_on_time(new, until_ms, self.policy, self.p_alive_at)
+            timed = [*timed, *more]
         w.floor_ms = max(w.floor_ms, until_ms)
         if new is w.state:
             return  # nothing changed: the deadline is scheduled again

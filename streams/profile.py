@@ -47,6 +47,8 @@ def profile_fields(state: UserState, *, version: int) -> dict[str, str]:
         "first_seen": state.first_seen_ms,
         "last_seen": state.last_seen_ms,
         "event_count": state.event_count,
+        #: the time health, RFM and the model's numbers were computed as of
+        "evaluated_at": state.evaluated_ms or None,
         "sessions": state.sessions,
         "cart_value": cart.value if cart is not None else None,
         "cart_items": sum(i.quantity for i in cart.items) if cart is not None else None,

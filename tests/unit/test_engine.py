@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from streams.derived import Due, ReferralCredit, encode_derived
 from streams.engine import Batch, Engine, Partition, Record
 from streams.events import Event, Limits
+from streams.lifecycle import health_at
 from streams.policy import DAY_MS, DEFAULT_POLICY, CartPolicy, Policy
 from streams.state import STAGE_ERASED, UserState
 from streams.triggers import Trigger, encode_trigger
@@ -241,3 +242,41 @@ def test_internal_messages_and_bad_records_come_out_with_the_batch() -> None:
     due = Record(b"new", encode_derived(Due("new", T0 + 2 * DAY_MS)), 5, derived=True)
     later = engine.run(part, [due], states.get, now_ms=NOW)
     assert [t.type for t in later.triggers if t.user_id == "new"].count("activation_stalled") == 1
+
+
+def test_on_the_wall_clock_every_profile_is_computed_afresh_at_least_daily() -> None:
+    engine = Engine(DEFAULT_POLICY, limits=LIMITS)
+    engine.refresh_ms = DAY_MS
+    part = Partition(0, "wall")
+    states: dict[bytes, UserState] = {}
+    seen = Event("r1", "page_viewed", T0, user_id="r", context={"channel": "web"})
+    states.update(engine.run(part, records([seen]), states.get, now_ms=T0).writes)
+    assert states[b"r"].evaluated_ms == T0
+    # quiet for ten days: the wall clock moves on, the timer looks again
+    for hours in range(1, 240, 7):
+        now = T0 + hours * HOUR
+        batch = engine.run(part, [], states.get, now_ms=now, idle=True)
+        states.update(batch.writes)
+        assert now - states[b"r"].evaluated_ms <= DAY_MS  # never more than a day stale
+    state = states[b"r"]
+    assert state.health == health_at(state, state.evaluated_ms, DEFAULT_POLICY.health)
+    assert state.health != "new"  # as of day ten, not day zero
+
+
+def test_a_new_model_refreshes_every_profile_spread_over_minutes() -> None:
+    engine = Engine(DEFAULT_POLICY, limits=LIMITS)
+    engine.refresh_ms = DAY_MS
+    part = Partition(0, "wall")
+    states: dict[bytes, UserState] = {}
+    users = [Event(f"m{k}", "page_viewed", T0, user_id=f"m{k}") for k in range(40)]
+    states.update(engine.run(part, records(users), states.get, now_ms=T0).writes)
+    arrived = T0 + HOUR
+    engine.refresh_since_ms = arrived
+    for key, state in states.items():  # the worker re-indexes after a new model
+        part.timers.set(key, engine.next_deadline(state))
+    due = sorted(engine.next_deadline(s) or 0 for s in states.values())
+    assert arrived <= due[0] and due[-1] < arrived + engine.refresh_spread_ms
+    assert due[0] != due[-1]  # spread out, not all at once
+    batch = engine.run(part, [], states.get, now_ms=arrived + engine.refresh_spread_ms, idle=True)
+    assert len(batch.writes) == len(users)
+    assert all(s.evaluated_ms >= arrived for s in batch.writes.values())
