@@ -182,8 +182,8 @@ def settings() -> None:
 def _register_commands() -> None:
     from agents.backtest_command import backtest_command
     from agents.deadletters import dlq_group
+    from agents.fit import fit_command
     from agents.ingest import produce_command
-    from agents.model import fit_command
     from agents.replay import replay_command
     from agents.segments import segments_command
 

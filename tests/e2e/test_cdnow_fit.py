@@ -15,15 +15,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from agents.errors import UserpulseError
-from agents.model import (
-    AS_OF_OPTION,
-    AS_OF_STREAM,
-    MODEL_TOPIC,
-    Model,
-    Population,
-    parse_time,
-    read_states,
-)
+from agents.fit import Population, parse_time, read_states
+from agents.model import AS_OF_OPTION, AS_OF_STREAM, MODEL_TOPIC, Model
 from agents.producer import EventProducer, new_event
 from agents.reader import collect
 from agents.settings import Settings

@@ -13,7 +13,8 @@ import redis
 from click.testing import CliRunner
 
 from agents.cli import main
-from agents.model import Model, changelog_topic
+from agents.fit import changelog_topic
+from agents.model import Model
 from agents.producer import EventProducer, new_event
 from agents.projection import ProfileReader
 from agents.reader import collect

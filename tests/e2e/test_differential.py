@@ -27,7 +27,7 @@ import redis
 
 from agents.admin import ensure_topics
 from agents.backtest import Backtest
-from agents.model import read_states
+from agents.fit import read_states
 from agents.producer import EventProducer, new_event
 from agents.projection import profile_key
 from agents.reader import collect

@@ -14,15 +14,11 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-import agents.model
+import agents.fit
 from agents.cli import main
-from agents.model import (
-    AS_OF_OPTION,
-    AS_OF_STREAM,
-    AS_OF_WALL,
+from agents.fit import (
     AsOf,
     FitRefusedError,
-    Model,
     Population,
     buyer_summaries,
     choose_as_of,
@@ -30,6 +26,7 @@ from agents.model import (
     format_time,
     parse_time,
 )
+from agents.model import AS_OF_OPTION, AS_OF_STREAM, AS_OF_WALL, Model
 from streams.bgnbd import BgNbdParams, FitResult, fit
 from streams.policy import DAY_MS
 from streams.state import UserState
@@ -255,8 +252,8 @@ def published(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Model]]:
     """The states are CDNOW's calibration period; what would be published is collected."""
     states = cdnow_states()
     models: list[Model] = []
-    monkeypatch.setattr(agents.model, "read_states", lambda settings: iter(states))
-    monkeypatch.setattr(agents.model, "publish_model", lambda settings, model: models.append(model))
+    monkeypatch.setattr(agents.fit, "read_states", lambda settings: iter(states))
+    monkeypatch.setattr(agents.fit, "publish_model", lambda settings, model: models.append(model))
     yield models
 
 
