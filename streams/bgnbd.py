@@ -27,38 +27,21 @@ Pure: no I/O, no clock; time always comes in as an argument.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import hyp2f1 as _scipy_hyp2f1
 
 from streams.errors import UserpulseError
 from streams.policy import DAY_MS
 
-#: Most terms any hypergeometric series may take before :class:`BgNbdError`.
-MAX_SERIES_TERMS: Final = 20_000
-#: The series stops once a term is this small relative to the sum.
-_EPS: Final = 2.0**-53
-#: The Gauss series up to this z; beyond it see :func:`hyp2f1`.
-_DIRECT_Z: Final = 0.5
-#: Beyond ``_DIRECT_Z`` the series is tried first (with this many terms at
-#: most) when c − a − b exceeds ``_DIRECT_EXCESS``: its terms then fall like
-#: n^-(c-a-b+1), so it converges at once (BG/NBD: many repeat purchases).
-_DIRECT_BUDGET: Final = 400
-_DIRECT_EXCESS: Final = 2.0
-#: Removable singularities are bridged by interpolating between points this
-#: far away: c − a − b an integer in the 1 − z transformation (a cubic through
-#: 1 and 2 gaps either side), a = 1 or a+b+x−1 = 0 in the conditional
-#: expectation (a straight line through 1 gap either side).
-_INT_GAP: Final = 1e-4
+#: Removable singularities (a = 1 or a+b+x−1 = 0 in the conditional
+#: expectation) are bridged by a straight line through points this far
+#: either side.
 _PARAM_GAP: Final = 1e-4
-#: The transformation's estimated relative error (its parts' rounding over
-#: the result, see :class:`_Sum`): below the first it is used at once; below
-#: the second only when the series does not converge within MAX_SERIES_TERMS.
-_GOOD_ERROR: Final = 1e-11
-_USABLE_ERROR: Final = 1e-7
 #: The next-purchase search stops at this |E[Y(t)] − 1| or after this many steps.
 _ROOT_EXCESS: Final = 1e-9
 _ROOT_STEPS: Final = 100
@@ -67,8 +50,8 @@ _LOG_BOUND: Final = 20.0
 
 
 class BgNbdError(UserpulseError):
-    """The model cannot answer: invalid parameters or data, or a series that
-    does not converge within :data:`MAX_SERIES_TERMS`."""
+    """The model cannot answer: invalid parameters or data, or a value with
+    no finite real result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,179 +270,23 @@ def alive_below_at_ms(
 
 # ---- the Gaussian hypergeometric function ------------------------------------------
 def hyp2f1(a: float, b: float, c: float, z: float) -> float:
-    """₂F₁(a, b; c; z) for real arguments and z ≤ 1, in plain Python.
+    """₂F₁(a, b; c; z) for real arguments and z ≤ 1 (scipy.special.hyp2f1).
 
-    - z < 0: Pfaff's transformation maps z into (0, 1);
-    - 0 < z ≤ 0.5: the Gauss series Σ (a)ₙ(b)ₙ/((c)ₙ n!) zⁿ, which converges
-      at least like 0.5ⁿ;
-    - 0.5 < z < 1: first the series if c − a − b > 2 (its terms then also
-      fall like n^−(c−a−b+1): few terms), then the z → 1 − z transformation
-      (DLMF 15.8.4, two series in 1 − z < 0.5) — unless its two halves
-      cancel to an estimated error above 1e-11 (large a or b with z not
-      close to 1), in which case the series after all, with up to
-      :data:`MAX_SERIES_TERMS` terms, and failing that the transformation
-      if its error is below 1e-7. Where c − a − b is an integer the
-      transformation's gamma factors have poles; it is evaluated at two
-      points either side and interpolated by a cubic;
-    - z = 1: Gauss's sum Γ(c)Γ(c−a−b)/(Γ(c−a)Γ(c−b)) when c − a − b > 0.
-
-    Raises :class:`BgNbdError` for c a non-positive integer, z > 1, or when
-    no method reaches the accuracy within :data:`MAX_SERIES_TERMS` terms.
-    """
+    Raises :class:`BgNbdError` where it has no finite real value: c a
+    non-positive integer, z > 1, z = 1 with c − a − b ≤ 0, or a result
+    scipy cannot give (inf or nan)."""
     if not all(math.isfinite(v) for v in (a, b, c, z)):
         raise BgNbdError(f"hyp2f1 needs finite arguments, got {(a, b, c, z)!r}")
-    if _is_pole(c):
+    if c <= 0 and c == math.floor(c):
         raise BgNbdError(f"hyp2f1 is undefined for c = {c!r} (a non-positive integer)")
-    if z == 0:
-        return 1.0
-    if z == 1:
-        if c - a - b <= 0:
-            raise BgNbdError(f"hyp2f1 diverges at z = 1 when c − a − b ≤ 0 ({(a, b, c)!r})")
-        return _gamma_ratio((c, c - a - b), (c - a, c - b))[0]
     if z > 1:
         raise BgNbdError(f"hyp2f1 is real only for z ≤ 1, got z = {z!r}")
-    if z < 0:
-        return math.pow(1 - z, -a) * hyp2f1(a, c - b, c, z / (z - 1))
-    if z <= _DIRECT_Z:
-        return _series(a, b, c, z, MAX_SERIES_TERMS).value
-    if c - a - b > _DIRECT_EXCESS:
-        quick = _series(a, b, c, z, _DIRECT_BUDGET, required=False)
-        if quick.converged:
-            return quick.value
-    try:
-        near_1 = _near_one(a, b, c, z)
-    except (BgNbdError, OverflowError):  # gamma factors beyond a float's range
-        near_1 = _Sum(math.nan, math.inf, converged=False)
-    if near_1.error <= _GOOD_ERROR:
-        return near_1.value
-    slow = _series(a, b, c, z, MAX_SERIES_TERMS, required=False)
-    if slow.converged:
-        return slow.value
-    if near_1.error <= _USABLE_ERROR:
-        return near_1.value
-    raise BgNbdError(
-        f"hyp2f1({a!r}, {b!r}; {c!r}; {z!r}): the series needs more than {MAX_SERIES_TERMS}"
-        " terms and the z → 1 − z transformation loses its precision to cancellation"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Sum:
-    """A computed value, the sum of its parts' magnitudes (to judge
-    cancellation), and whether the series converged."""
-
-    value: float
-    magnitude: float
-    converged: bool = True
-
-    @property
-    def error(self) -> float:
-        """Estimated relative error: rounding of the parts, over the result."""
-        if not self.converged or self.value == 0 or math.isnan(self.value):
-            return math.inf
-        return _EPS * self.magnitude / abs(self.value)
-
-
-def _series(
-    a: float, b: float, c: float, z: float, max_terms: int, *, required: bool = True
-) -> _Sum:
-    """The Gauss series, summed until a term is negligible past the last
-    sign change of its factors. Not converged within ``max_terms`` terms:
-    :class:`BgNbdError` when ``required``, else a result marked so."""
-    total = magnitude = term = 1.0
-    settled = max(0.0, -a, -b, -c)  # past this index no factor changes sign
-    for n in range(max_terms):
-        term *= (a + n) * (b + n) / ((c + n) * (n + 1)) * z
-        total += term
-        magnitude += abs(term)
-        if term == 0.0:
-            return _Sum(total, magnitude)  # a or b a non-positive integer: a polynomial
-        if n >= settled and abs(term) <= _EPS * abs(total):
-            following = abs((a + n + 1) * (b + n + 1) / ((c + n + 1) * (n + 2)) * z)
-            if following < 1:
-                return _Sum(total, magnitude)
-    if required:
-        raise BgNbdError(
-            f"hyp2f1({a!r}, {b!r}; {c!r}; {z!r}) did not converge in {max_terms} terms"
-        )
-    return _Sum(total, magnitude, converged=False)
-
-
-def _near_one(a: float, b: float, c: float, z: float) -> _Sum:
-    """The z → 1 − z transformation; within ``_INT_GAP`` of an integer
-    c − a − b, the cubic through its values 1 and 2 gaps either side."""
-    excess = c - a - b
-    whole = round(excess)
-    if abs(excess - whole) >= _INT_GAP:
-        return _one_minus_z(a, b, c, z)
-    nodes = (-2.0, -1.0, 1.0, 2.0)  # in gaps from the integer
-    at = (excess - whole) / _INT_GAP
-    value = magnitude = 0.0
-    for node in nodes:
-        part = _one_minus_z(a, b, a + b + whole + node * _INT_GAP, z)
-        weight = math.prod((at - other) / (node - other) for other in nodes if other != node)
-        value += weight * part.value
-        magnitude = max(magnitude, part.magnitude)
-    return _Sum(value, magnitude)
-
-
-def _one_minus_z(a: float, b: float, c: float, z: float) -> _Sum:
-    """DLMF 15.8.4 for 0.5 < z < 1 and c − a − b not an integer::
-
-        Γ(c)Γ(s)/(Γ(c−a)Γ(c−b)) · F(a, b; 1−s; 1−z)
-        + (1−z)^s · Γ(c)Γ(−s)/(Γ(a)Γ(b)) · F(c−a, c−b; 1+s; 1−z),  s = c − a − b
-
-    The magnitude also counts the error of e^(Σ lgamma): it grows with the
-    size of the logarithms, which matters once the two halves cancel.
-    """
-    y = 1 - z
-    s = c - a - b
-    value = magnitude = 0.0
-    halves = (
-        ((c, s), (c - a, c - b), 0.0, (a, b, 1 - s)),
-        ((c, -s), (a, b), s * math.log(y), (c - a, c - b, 1 + s)),
-    )
-    for numerator, denominator, log_factor, (p, q, r) in halves:
-        factor, log_size = _gamma_ratio(numerator, denominator, log_factor)
-        if factor != 0.0:
-            part = _series(p, q, r, y, MAX_SERIES_TERMS)
-            value += factor * part.value
-            magnitude += abs(factor) * part.magnitude * (1.0 + log_size)
-    return _Sum(value, magnitude)
-
-
-def _is_pole(v: float) -> bool:
-    """True where Γ has a pole: 0, −1, −2, …"""
-    return v <= 0 and v == math.floor(v)
-
-
-def _gamma_sign(v: float) -> float:
-    """The sign of Γ(v) (v not a pole): positive for v > 0, alternating below."""
-    return 1.0 if v > 0 or math.ceil(-v) % 2 == 0 else -1.0
-
-
-def _gamma_ratio(
-    numerator: Sequence[float], denominator: Sequence[float], log_factor: float = 0.0
-) -> tuple[float, float]:
-    """e^log_factor · ΠΓ(numerator) / ΠΓ(denominator), through lgamma (no
-    overflow in the intermediate gammas) — 0 when a denominator is at a pole
-    — and the sum of the logarithms' sizes (the result's relative error is
-    about that many ulps)."""
-    if any(_is_pole(v) for v in denominator):
-        return 0.0, 0.0
-    if any(_is_pole(v) for v in numerator):
-        raise BgNbdError(f"gamma pole in {tuple(numerator)!r}")
-    sign = 1.0
-    log_value = log_factor
-    log_size = abs(log_factor)
-    for v, direction in [(v, 1.0) for v in numerator] + [(v, -1.0) for v in denominator]:
-        term = math.lgamma(v)
-        log_value += direction * term
-        log_size += abs(term)
-        sign *= _gamma_sign(v)
-    if log_value > 709.0:
-        raise BgNbdError("hyp2f1: a gamma factor is beyond the range of a float")
-    return sign * math.exp(log_value), log_size
+    if z == 1 and c - a - b <= 0:
+        raise BgNbdError(f"hyp2f1 diverges at z = 1 when c − a − b ≤ 0 ({(a, b, c)!r})")
+    value = float(_scipy_hyp2f1(a, b, c, z))
+    if not math.isfinite(value):
+        raise BgNbdError(f"hyp2f1({a!r}, {b!r}; {c!r}; {z!r}) has no finite value here")
+    return value
 
 
 def _bridge(f: Callable[[float], float], v: float, singular: float, gap: float) -> float:

@@ -332,11 +332,6 @@ def test_hyp2f1_refuses_what_it_cannot_compute(
         bgnbd.hyp2f1(*args)
 
 
-def test_hyp2f1_series_has_a_bounded_number_of_terms() -> None:
-    with pytest.raises(BgNbdError, match="did not converge in 10 terms"):
-        bgnbd._series(1.5, 2.5, 3.5, 0.4, 10)
-
-
 # ---- expected purchases ------------------------------------------------------------
 def expected_by_integration(p: BgNbdParams, t: float, x: int, t_x: float, age: float) -> float:
     """E[Y(t) | x, t_x, T] = P(alive) · E[(1 − ((α+T)/(α+T+q·t))^(r+x)) / q]
