@@ -4,8 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from agents.settings import REFERENCE, Secret, Settings, StackSettings, redact_url
+from agents.settings import (
+    REFERENCE,
+    Secret,
+    Settings,
+    StackSettings,
+    declarations,
+    redact_url,
+)
 from streams.errors import ConfigError
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_defaults_match_the_reference_table() -> None:
@@ -18,6 +27,33 @@ def test_defaults_match_the_reference_table() -> None:
     assert s.data_dir == Path(".userpulse/data")
     documented = {name for name, _, _ in REFERENCE}
     assert set(s.to_env()) <= documented
+
+
+def test_the_constructor_defaults_are_the_declared_defaults() -> None:
+    assert Settings() == Settings.from_env({})
+    assert StackSettings() == StackSettings.from_env({})
+    assert list(Settings().to_env()) == [spec.env for _, spec in declarations(Settings)]
+
+
+def readme_settings_table() -> list[tuple[str, str]]:
+    """(variable, default) of each row of the README's settings table; an
+    *(empty…)* default is ''."""
+    section = README.read_text(encoding="utf-8").split("\n## Settings\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) > 3 and cells[1].startswith("`USERPULSE_"):
+            default = cells[2]
+            rows.append(
+                (cells[1].strip("`"), "" if default.startswith("*(empty") else default.strip("`"))
+            )
+    return rows
+
+
+def test_the_readme_table_lists_every_worker_setting_with_its_default() -> None:
+    declared = [(spec.env, spec.default) for _, spec in declarations(Settings)]
+    assert readme_settings_table() == declared
 
 
 def test_environment_overrides_and_round_trips_through_to_env() -> None:
