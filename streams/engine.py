@@ -51,18 +51,35 @@ from streams.derived import (
 from streams.errors import EventError, StateError
 from streams.events import Event, Limits, parse_event
 from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
-from streams.policy import DEFAULT_POLICY, Policy
+from streams.policy import DEFAULT_POLICY, Policy, precomputed
 from streams.referral import credits_to_send, on_referral_credit
-from streams.state import STAGE_ERASED, STAGE_MERGED, UserState, apply, erased_marker, evolve
+from streams.state import (
+    ERASURE_EVENT,
+    STAGE_ERASED,
+    STAGE_MERGED,
+    AnyState,
+    UserState,
+    WorkingState,
+    apply,
+    erased_marker,
+    event_digest,
+    evolve,
+    fold_into,
+    freeze,
+    fresh,
+    thaw,
+)
 from streams.timed import (
     PAliveAt,
     TimerIndex,
+    deadline_of,
     decide_on_time,
     next_deadline,
+    returned,
     run_until,
     win_back,
 )
-from streams.triggers import Trigger, decide_on_event
+from streams.triggers import Trigger, decide_changes, decide_on_event
 
 Clock = Literal["wall", "stream"]
 
@@ -167,16 +184,56 @@ class Batch:
 Loader = Callable[[bytes], UserState | None]
 
 
-@dataclass(slots=True)
-class _Work:
-    """A user's working state inside one batch."""
+#: :attr:`_Work.deadline` not computed since the state last changed
+_UNKNOWN = -1
 
-    state: UserState | None
-    base_revision: int
-    changes: int = 0
-    #: the latest time deadlines were decided up to (a guard against a
-    #: deadline that deciding does not move)
-    floor_ms: int = 0
+
+class _Work:
+    """A user's state inside one batch: stored (frozen, :attr:`state`) or,
+    once an event was folded into it, mutable (:attr:`working`) until
+    something needs it frozen again — reading :attr:`state` freezes it."""
+
+    __slots__ = ("_state", "base_revision", "changes", "deadline", "floor_ms", "working")
+
+    def __init__(self, state: UserState | None, base_revision: int) -> None:
+        self._state = state
+        self.working: WorkingState | None = None
+        self.base_revision = base_revision
+        self.changes = 0
+        #: the latest time deadlines were decided up to (a guard against a
+        #: deadline that deciding does not move)
+        self.floor_ms = 0
+        #: next_deadline of the current state (_UNKNOWN: not computed yet)
+        self.deadline: int | None = _UNKNOWN
+
+    @property
+    def state(self) -> UserState | None:
+        if self.working is not None:
+            self._state = freeze(self.working)
+            self.working = None
+        return self._state
+
+    @state.setter
+    def state(self, state: UserState | None) -> None:
+        self._state = state
+        self.working = None
+        self.deadline = _UNKNOWN
+
+    @property
+    def current(self) -> AnyState | None:
+        """The state as it is now, frozen or not (for reading only)."""
+        return self.working if self.working is not None else self._state
+
+    def stored(self, revision: int) -> UserState | None:
+        """The state to write, its revision set to ``revision``."""
+        working = self.working
+        if working is None:
+            state = self._state
+            return evolve(state, {"revision": revision}) if state is not None else None
+        working.revision = revision
+        self.working = None
+        self._state = freeze(working)
+        return self._state
 
 
 class Engine:
@@ -192,6 +249,8 @@ class Engine:
         self.policy = policy
         self.p_alive_at = p_alive_at
         self.limits = limits if limits is not None else Limits()
+        #: the policy's precomputed values (computed again if the policy changes)
+        self._pre = precomputed(policy)
         #: wall clock: look at every user at least this often, so that the
         #: time-dependent profile numbers (health, R, P(alive)) are never
         #: older than this (None: only when a rule needs it)
@@ -201,7 +260,7 @@ class Engine:
         self.refresh_since_ms: int | None = None
         self.refresh_spread_ms = 600_000
 
-    def next_deadline(self, state: UserState | None) -> int | None:
+    def next_deadline(self, state: AnyState | None) -> int | None:
         """When ``state`` next needs deciding on time (None: never)."""
         deadline = next_deadline(state, self.policy, self.p_alive_at)
         refresh = self._refresh_due(state)
@@ -209,7 +268,7 @@ class Engine:
             return deadline
         return refresh if deadline is None else min(deadline, refresh)
 
-    def _refresh_due(self, state: UserState | None) -> int | None:
+    def _refresh_due(self, state: AnyState | None) -> int | None:
         """When ``state``'s profile numbers are next to be computed afresh."""
         if self.refresh_ms is None or state is None or state.event_count == 0:
             return None
@@ -260,16 +319,23 @@ class Engine:
                     continue
                 try:
                     event = parse_event(item.value or b"", now_ms=now_ms, limits=self.limits)
-                    _check_key(item.key, event)
+                    key = event.key.encode()
+                    if item.key != key:
+                        _check_key(item.key, event)
                 except EventError as error:
                     out.dead_letters.append(DeadLetter(item, error))
                     continue
                 out.events += 1
                 ts = event.timestamp_ms
-                partition.observe(ts)
+                if ts > partition.stream_ms:
+                    partition.observe(ts)
                 if out.earliest_ms is None or ts < out.earliest_ms:
                     out.earliest_ms = ts
-                self._event(working(event.key.encode()), event, out)
+                w = work.get(key)
+                if w is None:
+                    w = working(key)
+                if not self._fold_in_place(w, event, out):
+                    self._event_on_frozen(w, event, out)
             else:
                 self._message(working(item.key.encode()), item, out)
         until = until_ms
@@ -282,22 +348,29 @@ class Engine:
                     self._due(working(key), until, out)
         timers = partition.timers
         for key, w in work.items():
-            deadline = self.next_deadline(w.state)
+            deadline = self.next_deadline(w.current)
             if until is not None and deadline is not None and w.floor_ms < deadline <= until:
                 out.timers_fired += 1
                 self._due(w, until, out)
-                deadline = self.next_deadline(w.state)
+                deadline = self.next_deadline(w.current)
             if deadline is not None and deadline <= w.floor_ms:
                 deadline = w.floor_ms + 1  # deciding did not move it (run_until's guard): move on
             timers.set(key, deadline)
-            if w.changes and w.state is not None:
-                out.writes[key] = evolve(w.state, {"revision": w.base_revision + w.changes})
-                out.changes += w.changes
+            if w.changes:
+                stored = w.stored(w.base_revision + w.changes)
+                if stored is not None:
+                    out.writes[key] = stored
+                    out.changes += w.changes
         return out
 
     # ---- one input of one user --------------------------------------------------
     def _event(self, w: _Work, event: Event, out: Batch) -> None:
         """An event of the user's (from ``user-events``, or forwarded to it)."""
+        if not self._fold_in_place(w, event, out):
+            self._event_on_frozen(w, event, out)
+
+    def _event_on_frozen(self, w: _Work, event: Event, out: Batch) -> None:
+        """:meth:`_event` in every case, on frozen states."""
         state = w.state
         forward = forward_to(state, event)
         if forward is not None:  # an anonymous id already merged into a user
@@ -325,6 +398,59 @@ class Engine:
         w.state = new
         w.changes += 1
         w.floor_ms = max(w.floor_ms, event.timestamp_ms - 1)
+
+    def _fold_in_place(self, w: _Work, event: Event, out: Batch) -> bool:
+        """:meth:`_event` for the common case, on the mutable working state:
+        a live user (or one never seen) with no deadline before the event,
+        an event that is not an erasure and sends no internal message (no
+        anonymous id to merge, no referrer named). Returns False, having
+        changed nothing, for every other case: :meth:`_event` then decides it
+        on frozen states, with exactly the same functions as always."""
+        etype = event.type
+        if (
+            etype == ERASURE_EVENT
+            or event.anonymous_id is not None
+            or (etype == "signed_up" and "referrer_id" in event.properties)
+        ):
+            return False
+        ts = event.timestamp_ms
+        working = w.working
+        stored = w._state if working is None else None
+        state: AnyState | None = working if working is not None else stored
+        pre = self._pre
+        if pre.policy is not self.policy:
+            pre = self._pre = precomputed(self.policy)
+        if state is None:
+            digest = event_digest(event.event_id)
+            working = w.working = fresh(event.key, ts)
+            fold_into(working, event, digest, pre)
+            out.triggers += decide_changes(None, working, event)
+        else:
+            if state.stage == STAGE_ERASED or state.merged_into is not None:
+                return False
+            deadline = w.deadline
+            if deadline == _UNKNOWN:
+                deadline = w.deadline = deadline_of(state, pre, self.p_alive_at)
+            if deadline is not None and deadline < ts:
+                return False  # deadlines to decide first, at their own time
+            digest = event_digest(event.event_id)
+            if digest in state.recent_events:
+                out.duplicates += 1  # a redelivered event: nothing changes
+                return True
+            before = (state.stage, state.health, state.tier, state.segment)
+            warned, last_seen = state.churn_warned_ms, state.last_seen_ms
+            if working is None:
+                assert stored is not None
+                working = w.working = thaw(stored)
+            fold_into(working, event, digest, pre)
+            out.triggers += decide_changes(before, working, event)
+            if warned is not None:
+                out.triggers += returned(warned, last_seen, working, event, pre.policy.delivery)
+        w.deadline = _UNKNOWN
+        w.changes += 1
+        if ts - 1 > w.floor_ms:
+            w.floor_ms = ts - 1
+        return True
 
     def _message(self, w: _Work, message: DerivedMessage, out: Batch) -> None:
         """An internal message for this user (see :mod:`streams.derived`)."""

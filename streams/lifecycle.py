@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from streams.policy import DAY_MS, HealthPolicy, Policy, RfmPolicy, TierPolicy
 
 if TYPE_CHECKING:
-    from streams.state import UserState
+    from streams.state import AnyState
 
 # ---- journey stage ----------------------------------------------------------
 ACQUIRED = "acquired"
@@ -53,27 +53,32 @@ LOW = "low"
 TIERS = (HIGH, MID, LOW)
 
 
-def stage_of(state: UserState, policy: Policy) -> str:
+def stage_of(state: AnyState, policy: Policy) -> str:
     """The furthest journey stage ``state`` has reached (never goes back)."""
-    reached = ACQUIRED
-    if state.activation_ms is not None:
-        reached = ACTIVATED
-    if state.retained_ms is not None:
-        reached = RETAINED
-    if state.order_count >= 1:
-        reached = MONETIZED
-    if state.order_count >= policy.stages.repeat_buyer_orders:
-        reached = REPEAT_BUYER
+    orders = state.order_count
     if state.referral_count >= 1:
         reached = REFERRER
-    return later_stage(state.stage, reached)
+    elif orders >= policy.stages.repeat_buyer_orders:
+        reached = REPEAT_BUYER
+    elif orders >= 1:
+        reached = MONETIZED
+    elif state.retained_ms is not None:
+        reached = RETAINED
+    elif state.activation_ms is not None:
+        reached = ACTIVATED
+    else:
+        reached = ACQUIRED
+    stage = state.stage
+    if stage == reached:
+        return stage
+    return later_stage(stage, reached)
 
 
 def later_stage(a: str, b: str) -> str:
     return a if _RANK.get(a, -1) >= _RANK.get(b, -1) else b
 
 
-def health_at(state: UserState, now_ms: int, policy: HealthPolicy) -> str:
+def health_at(state: AnyState, now_ms: int, policy: HealthPolicy) -> str:
     """Amplitude-style health at ``now_ms``.
 
     resurrected: came back after at least ``dormant_days`` away, for
@@ -81,22 +86,34 @@ def health_at(state: UserState, now_ms: int, policy: HealthPolicy) -> str:
     last seen under ``active_days`` ago; at_risk: under ``dormant_days``;
     dormant beyond.
     """
-    if (
-        state.resurrected_ms is not None
-        and now_ms - state.resurrected_ms < policy.resurrected_days * DAY_MS
-    ):
+    return health_in_ms(
+        state,
+        now_ms,
+        policy.resurrected_days * DAY_MS,
+        policy.new_days * DAY_MS,
+        policy.active_days * DAY_MS,
+        policy.dormant_days * DAY_MS,
+    )
+
+
+def health_in_ms(
+    state: AnyState, now_ms: int, resurrected_ms: int, new_ms: int, active_ms: int, dormant_ms: int
+) -> str:
+    """:func:`health_at` with the policy's days in milliseconds (precomputed)."""
+    resurrected = state.resurrected_ms
+    if resurrected is not None and now_ms - resurrected < resurrected_ms:
         return RESURRECTED
-    if now_ms - state.first_seen_ms < policy.new_days * DAY_MS:
+    if now_ms - state.first_seen_ms < new_ms:
         return NEW
     idle = now_ms - state.last_seen_ms
-    if idle < policy.active_days * DAY_MS:
+    if idle < active_ms:
         return ACTIVE
-    if idle < policy.dormant_days * DAY_MS:
+    if idle < dormant_ms:
         return AT_RISK
     return DORMANT
 
 
-def rfm_at(state: UserState, now_ms: int, policy: RfmPolicy) -> tuple[int, int, int] | None:
+def rfm_at(state: AnyState, now_ms: int, policy: RfmPolicy) -> tuple[int, int, int] | None:
     """(R, F, M) scores 1–5 for a buyer at ``now_ms``; None for a non-buyer."""
     if state.order_count == 0 or state.last_order_ms is None:
         return None

@@ -148,6 +148,71 @@ class Policy:
 
 DEFAULT_POLICY = Policy()
 
+
+# ---- values the hot paths compute from a policy, once per policy ---------------
+@dataclass(frozen=True, slots=True)
+class Precomputed:
+    """A policy's thresholds in the units the per-event rules compare them
+    in (milliseconds, sets), computed once per policy by :func:`precomputed`:
+    the same arithmetic the rules did per call, done once."""
+
+    policy: Policy
+    #: health.*_days × DAY_MS
+    new_ms: int
+    active_ms: int
+    dormant_ms: int
+    resurrected_ms: int
+    #: rfm.recency_days × DAY_MS (the recency score changes 1 ms after each)
+    recency_ms: tuple[int, ...]
+    #: stages.activation_events as a set; the windows × DAY_MS
+    activation_events: frozenset[str]
+    activation_window_ms: int
+    retention_ms: int
+    #: cart.reminder_delays_s × 1000, and their count
+    cart_delays_ms: tuple[int, ...]
+    cart_steps: int
+    #: activation.stalled_after_s × 1000, and their count
+    stalled_ms: tuple[int, ...]
+    stalled_steps: int
+    #: churn.inactivity_s × 1000 (0: the fixed rule is off)
+    inactivity_ms: int
+    #: delivery.quiet_hours as (start, end), or None when there are none
+    quiet: tuple[int, int] | None
+
+
+_PRECOMPUTED: dict[int, Precomputed] = {}
+
+
+def precomputed(policy: Policy) -> Precomputed:
+    """``policy``'s :class:`Precomputed` values (cached per policy object)."""
+    hit = _PRECOMPUTED.get(id(policy))
+    if hit is not None and hit.policy is policy:
+        return hit
+    if len(_PRECOMPUTED) >= 256:  # policies built in a loop (tests): keep it small
+        _PRECOMPUTED.clear()
+    health, cart, stalled = policy.health, policy.cart, policy.activation.stalled_after_s
+    quiet = policy.delivery.quiet_hours
+    made = Precomputed(
+        policy=policy,
+        new_ms=health.new_days * DAY_MS,
+        active_ms=health.active_days * DAY_MS,
+        dormant_ms=health.dormant_days * DAY_MS,
+        resurrected_ms=health.resurrected_days * DAY_MS,
+        recency_ms=tuple(d * DAY_MS for d in policy.rfm.recency_days),
+        activation_events=frozenset(policy.stages.activation_events),
+        activation_window_ms=policy.stages.activation_window_days * DAY_MS,
+        retention_ms=policy.stages.retention_period_days * DAY_MS,
+        cart_delays_ms=tuple(d * 1000 for d in cart.reminder_delays_s),
+        cart_steps=len(cart.reminder_delays_s),
+        stalled_ms=tuple(s * 1000 for s in stalled),
+        stalled_steps=len(stalled),
+        inactivity_ms=policy.churn.inactivity_s * 1000,
+        quiet=(quiet[0], quiet[1]) if len(quiet) == 2 and quiet[0] != quiet[1] else None,
+    )
+    _PRECOMPUTED[id(policy)] = made
+    return made
+
+
 # ---- what each key means and allows ------------------------------------------
 MAX_DAYS: Final = 3650
 """The longest day count any policy key accepts (ten years)."""

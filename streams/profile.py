@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.state import UserState
+from streams.state import AnyState, UserState
 
 #: Redis membership indexes: dimension → the state field it indexes
 INDEX_DIMENSIONS = ("stage", "health", "segment", "tier")
 
 
-def profile_snapshot(state: UserState) -> dict[str, Any]:
+def profile_snapshot(state: AnyState) -> dict[str, Any]:
     """The profile context a trigger carries so a consumer need not look it up."""
     cart = state.cart
     return {

@@ -38,9 +38,18 @@ from typing import Any
 
 from streams import lifecycle, topics
 from streams.events import Event
-from streams.policy import DAY_MS, DeliveryPolicy, Policy
+from streams.policy import DAY_MS, DeliveryPolicy, Policy, Precomputed, precomputed
 from streams.profile import profile_snapshot
-from streams.state import STAGE_ERASED, STAGE_MERGED, UserState, derive, evolve
+from streams.state import (
+    STAGE_ERASED,
+    STAGE_MERGED,
+    AnyState,
+    UserState,
+    WorkingState,
+    derive,
+    evolve,
+    freeze,
+)
 from streams.triggers import Trigger, decide_on_event, trigger_id_for
 
 DEFAULT_DELIVERY = DeliveryPolicy()
@@ -70,36 +79,81 @@ class _Due:
 
 # ---- when ---------------------------------------------------------------------
 def next_deadline(
-    state: UserState | None, policy: Policy, p_alive_at: PAliveAt | None = None
+    state: AnyState | None, policy: Policy, p_alive_at: PAliveAt | None = None
 ) -> int | None:
     """The earliest time at which :func:`decide_on_time` would change or emit
     something for ``state`` (None: nothing is pending)."""
-    if state is None or state.stage in (STAGE_MERGED, STAGE_ERASED) or state.event_count == 0:
+    return deadline_of(state, precomputed(policy), p_alive_at)
+
+
+def deadline_of(
+    state: AnyState | None, pre: Precomputed, p_alive_at: PAliveAt | None = None
+) -> int | None:
+    """:func:`next_deadline` with the policy's :class:`Precomputed` values."""
+    if state is None or state.event_count == 0:
         return None
-    if state.merged_into is not None:
+    stage = state.stage
+    if stage in (STAGE_MERGED, STAGE_ERASED) or state.merged_into is not None:
         return None  # merged into a known user: the user's own state has the timers
+    # the times of _pending_times and _churn_model_due (moved past quiet hours
+    # and the daily cap), then those at which health or the RFM recency score
+    # change by themselves — without building lists: it runs once per event
+    policy = pre.policy
     delivery = policy.delivery
-    times = [_deliverable_at(due, state, delivery) for due in _pending_times(state, policy)]
-    churn = _churn_model_due(state, policy, p_alive_at)
-    if churn is not None:
-        times.append(_deliverable_at(churn, state, policy.delivery))
-    times += [t for t in _derivation_changes(state, policy) if t > state.evaluated_ms]
-    return min(times) if times else None
-
-
-def _derivation_changes(state: UserState, policy: Policy) -> list[int]:
-    """Times at which health or the RFM recency score may change by itself."""
-    h = policy.health
-    times = [
-        state.first_seen_ms + h.new_days * DAY_MS,
-        state.last_seen_ms + h.active_days * DAY_MS,
-        state.last_seen_ms + h.dormant_days * DAY_MS,
-    ]
-    if state.resurrected_ms is not None:
-        times.append(state.resurrected_ms + h.resurrected_days * DAY_MS)
-    if state.last_order_ms is not None:
-        times += [state.last_order_ms + d * DAY_MS + 1 for d in policy.rfm.recency_days]
-    return times
+    quiet = _quiet_table(state, delivery) if pre.quiet is not None else None
+    cap = delivery.daily_cap
+    best: int | None = None
+    cart = state.cart
+    if (
+        cart is not None
+        and cart.reminders_sent < pre.cart_steps
+        and cart.value >= policy.cart.min_value
+    ):
+        best = _deliver(
+            cart.last_change_ms + pre.cart_delays_ms[cart.reminders_sent], state, quiet, cap
+        )
+    signup = state.signup_ms
+    if (
+        signup is not None
+        and state.activation_ms is None
+        and state.stalled_sent < pre.stalled_steps
+    ):
+        at = _deliver(signup + pre.stalled_ms[state.stalled_sent], state, quiet, cap)
+        if best is None or at < best:
+            best = at
+    last_seen = state.last_seen_ms
+    if pre.inactivity_ms > 0 and state.churn_warned_ms is None:
+        at = _deliver(last_seen + pre.inactivity_ms, state, quiet, cap)
+        if best is None or at < best:
+            best = at
+    if p_alive_at is not None:
+        churn = _churn_model_due(state, policy, p_alive_at)
+        if churn is not None:
+            at = _deliver(churn, state, quiet, cap)
+            if best is None or at < best:
+                best = at
+    evaluated = state.evaluated_ms  # derivations only count once ahead of it
+    at = state.first_seen_ms + pre.new_ms
+    if at > evaluated and (best is None or at < best):
+        best = at
+    at = last_seen + pre.active_ms
+    if at > evaluated and (best is None or at < best):
+        best = at
+    at = last_seen + pre.dormant_ms
+    if at > evaluated and (best is None or at < best):
+        best = at
+    resurrected = state.resurrected_ms
+    if resurrected is not None:
+        at = resurrected + pre.resurrected_ms
+        if at > evaluated and (best is None or at < best):
+            best = at
+    last_order = state.last_order_ms
+    if last_order is not None:
+        for recency in pre.recency_ms:
+            at = last_order + recency + 1
+            if at > evaluated and (best is None or at < best):
+                best = at
+    return best
 
 
 def _pending_times(state: UserState, policy: Policy) -> list[int]:
@@ -211,12 +265,12 @@ def _churn_due(state: UserState, due: int, rule: str, numbers: dict[str, Any]) -
     )
 
 
-def _priority(state: UserState) -> int:
+def _priority(state: AnyState) -> int:
     """Churn warnings are prioritised by value tier: 1 high, 2 mid, 3 low."""
     return {lifecycle.HIGH: 1, lifecycle.MID: 2}.get(state.tier, 3)
 
 
-def _churn_model_due(state: UserState, policy: Policy, p_alive_at: PAliveAt | None) -> int | None:
+def _churn_model_due(state: AnyState, policy: Policy, p_alive_at: PAliveAt | None) -> int | None:
     """When P(alive) first falls below the threshold (searched by bisection
     over the next year; P(alive) only falls while the user is away)."""
     threshold = policy.churn.p_alive_threshold
@@ -224,6 +278,8 @@ def _churn_model_due(state: UserState, policy: Policy, p_alive_at: PAliveAt | No
         return None
     if state.order_count < 2:
         return None  # one purchase: P(alive) is 1 in BG/NBD
+    if isinstance(state, WorkingState):
+        state = freeze(state)  # the model reads a stored state
     low, high = state.last_seen_ms, state.last_seen_ms + 365 * DAY_MS
     p_high = p_alive_at(state, high)
     if p_high is None or p_high >= threshold:
@@ -245,7 +301,7 @@ def _record_cart_reminder(state: UserState, at: int) -> UserState:
 
 
 # ---- delivery policy ----------------------------------------------------------
-def _zone(state: UserState, delivery: DeliveryPolicy) -> zoneinfo.ZoneInfo:
+def _zone(state: AnyState, delivery: DeliveryPolicy) -> zoneinfo.ZoneInfo:
     return _zone_named(state.timezone or delivery.default_timezone, delivery.default_timezone)
 
 
@@ -261,45 +317,102 @@ _QUARTER_HOUR_MS = 900_000
 
 
 @functools.lru_cache(maxsize=65536)
-def _utc_offset_ms(zone: zoneinfo.ZoneInfo, quarter: int) -> int:
-    """``zone``'s UTC offset during the ``quarter``-th quarter hour since the
-    epoch (offsets change on quarter hours: cached, it is a dict lookup)."""
-    offset = datetime.fromtimestamp(quarter * 900, tz=zone).utcoffset()
+def _utc_offset_ms(zone: zoneinfo.ZoneInfo, quarter: int, shift_ms: int = 0) -> int:
+    """``zone``'s UTC offset at the start of the ``quarter``-th quarter hour
+    since the epoch (offsets change on quarter hours: cached, it is a dict
+    lookup), or ``shift_ms`` from it."""
+    at = datetime.fromtimestamp(quarter * 900 + shift_ms / 1000, tz=zone)
+    offset = at.utcoffset()
     return int(offset.total_seconds() * 1000) if offset is not None else 0
 
 
-def quiet_until(at_ms: int, state: UserState, delivery: DeliveryPolicy) -> int | None:
+def quiet_until(at_ms: int, state: AnyState, delivery: DeliveryPolicy) -> int | None:
     """The end of the quiet hours ``at_ms`` falls in (user's local time), or None."""
-    if len(delivery.quiet_hours) != 2:
+    table = _quiet_table(state, delivery)
+    if table is None:
         return None
-    start, end = delivery.quiet_hours
-    if start == end:
-        return None
-    zone = _zone(state, delivery)
-    hour = (at_ms + _utc_offset_ms(zone, at_ms // _QUARTER_HOUR_MS)) // 3_600_000 % 24
-    quiet = start <= hour < end if start < end else (hour >= start or hour < end)
-    if not quiet:
-        return None
-    local = datetime.fromtimestamp(at_ms / 1000, tz=zone)
-    end_day = local.date() if hour < end else local.date() + timedelta(days=1)
-    end_local = datetime(end_day.year, end_day.month, end_day.day, end, tzinfo=local.tzinfo)
-    return int(end_local.timestamp() * 1000)
+    return table.end_of(at_ms) or None
 
 
-def _capped_until(at_ms: int, state: UserState, delivery: DeliveryPolicy) -> int | None:
-    if delivery.daily_cap <= 0:
+class _QuietTable:
+    """The quiet hours in one time zone: quarter hour since the epoch → the
+    end of the quiet hours it falls in (0: not quiet), filled as asked.
+    Within a quarter hour the local hour and date are the same, so the
+    answer is too (a quarter with an offset change, or an offset that is not
+    in quarter hours, is computed every time, never remembered)."""
+
+    __slots__ = ("end", "ends", "start", "zone")
+
+    def __init__(self, zone: zoneinfo.ZoneInfo, start: int, end: int) -> None:
+        self.zone, self.start, self.end = zone, start, end
+        self.ends: dict[int, int] = {}
+
+    def end_of(self, at_ms: int) -> int:
+        known = self.ends.get(at_ms // _QUARTER_HOUR_MS)
+        return known if known is not None else self.compute(at_ms)
+
+    def compute(self, at_ms: int) -> int:
+        zone, start, end = self.zone, self.start, self.end
+        quarter = at_ms // _QUARTER_HOUR_MS
+        offset = _utc_offset_ms(zone, quarter)
+        hour = (at_ms + offset) // 3_600_000 % 24
+        quiet = start <= hour < end if start < end else (hour >= start or hour < end)
+        answer = 0
+        if quiet:
+            local = datetime.fromtimestamp(at_ms / 1000, tz=zone)
+            end_day = local.date() if hour < end else local.date() + timedelta(days=1)
+            end_local = datetime(end_day.year, end_day.month, end_day.day, end, tzinfo=local.tzinfo)
+            answer = int(end_local.timestamp() * 1000)
+        if offset % _QUARTER_HOUR_MS == 0 and offset == _utc_offset_ms(zone, quarter + 1, -1):
+            if len(self.ends) >= _MAX_QUIET_QUARTERS:
+                self.ends.clear()
+            self.ends[quarter] = answer
+        return answer
+
+
+_MAX_QUIET_QUARTERS = 1 << 16
+_QUIET_TABLES: dict[tuple[str | None, str, int, int], _QuietTable | None] = {}
+
+
+def _quiet_table(state: AnyState, delivery: DeliveryPolicy) -> _QuietTable | None:
+    """The quiet hours of ``delivery`` in ``state``'s zone (None: no quiet hours)."""
+    hours = delivery.quiet_hours
+    if len(hours) != 2:
         return None
-    day = at_ms // DAY_MS
-    if state.sent_day == day and state.sent_count >= delivery.daily_cap:
-        return (day + 1) * DAY_MS
-    return None
+    start, end = hours
+    key = (state.timezone, delivery.default_timezone, start, end)
+    table = _QUIET_TABLES.get(key, _NO_TABLE)
+    if table is _NO_TABLE:
+        table = None if start == end else _QuietTable(_zone(state, delivery), start, end)
+        if len(_QUIET_TABLES) >= 4096:
+            _QUIET_TABLES.clear()
+        _QUIET_TABLES[key] = table
+    return table
 
 
-def _deliverable_at(due_ms: int, state: UserState, delivery: DeliveryPolicy) -> int:
+_NO_TABLE = _QuietTable(zoneinfo.ZoneInfo("UTC"), 0, 0)
+
+
+def _deliverable_at(due_ms: int, state: AnyState, delivery: DeliveryPolicy) -> int:
     """``due_ms`` moved past quiet hours and a full daily cap."""
+    return _deliver(due_ms, state, _quiet_table(state, delivery), delivery.daily_cap)
+
+
+def _deliver(due_ms: int, state: AnyState, quiet: _QuietTable | None, cap: int) -> int:
+    """:func:`_deliverable_at` with the user's quiet hours and the daily cap at hand."""
     at = due_ms
     for _ in range(4):  # a deferral can land in another window; a few rounds settle it
-        later = quiet_until(at, state, delivery) or _capped_until(at, state, delivery)
+        later: int | None = None
+        if quiet is not None:
+            later = quiet.ends.get(at // _QUARTER_HOUR_MS)
+            if later is None:
+                later = quiet.compute(at)
+        if not later:  # not quiet: capped?
+            later = None
+            if cap > 0:
+                day = at // DAY_MS
+                if state.sent_day == day and state.sent_count >= cap:
+                    later = (day + 1) * DAY_MS
         if later is None:
             return at
         at = later
@@ -412,12 +525,19 @@ def win_back(
     or suppressed like every marketing trigger)."""
     if old is None or new is None or old.churn_warned_ms is None:
         return []
-    if event.timestamp_ms < old.churn_warned_ms:
+    return returned(old.churn_warned_ms, old.last_seen_ms, new, event, delivery)
+
+
+def returned(
+    warned_ms: int, last_seen_ms: int, new: AnyState, event: Event, delivery: DeliveryPolicy
+) -> list[Trigger]:
+    """:func:`win_back` from the warning time and last activity before ``event``."""
+    if event.timestamp_ms < warned_ms:
         return []
     consent = new.consented(delivery.channel)
     if consent is not True and delivery.consent == "suppress":
         return []
-    gone_ms = event.timestamp_ms - old.last_seen_ms
+    gone_ms = event.timestamp_ms - last_seen_ms
     return [
         Trigger(
             trigger_id=trigger_id_for(TYPE_WIN_BACK, new.user_id, event.event_id),
@@ -427,7 +547,7 @@ def win_back(
             occurred_at_ms=event.timestamp_ms,
             reason={
                 "rule": "returned_after_churn_warning",
-                "warned_at": old.churn_warned_ms,
+                "warned_at": warned_ms,
                 "gone_s": gone_ms // 1000,
                 "event_type": event.type,
             },

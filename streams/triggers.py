@@ -17,7 +17,7 @@ import orjson
 from streams import lifecycle, topics
 from streams.events import Event
 from streams.profile import profile_snapshot
-from streams.state import STAGE_ERASED, STAGE_MERGED, UserState
+from streams.state import STAGE_ERASED, STAGE_MERGED, AnyState, UserState
 
 TYPE_STAGE_CHANGED = "stage_changed"
 TYPE_HEALTH_CHANGED = "health_changed"
@@ -82,32 +82,62 @@ def decide_on_event(old: UserState | None, new: UserState | None, event: Event) 
                 profile={},  # erased: no personal data travels on
             )
         ]
+    return decide_changes(lifecycle_of(old), new, event)
+
+
+#: what the lifecycle triggers compare: (stage, health, tier, segment)
+Lifecycle = tuple[str, str, str, str | None]
+
+
+def lifecycle_of(state: AnyState | None) -> Lifecycle | None:
+    """``state``'s :data:`Lifecycle` (None for a user not seen before)."""
+    if state is None:
+        return None
+    return (state.stage, state.health, state.tier, state.segment)
+
+
+def decide_changes(before: Lifecycle | None, new: AnyState, event: Event) -> list[Trigger]:
+    """:func:`decide_on_event` for a user that is not erased, from what the
+    user's lifecycle was ``before`` the event (None: not seen before)."""
     if new.stage == STAGE_MERGED or new.merged_into is not None:
         return []  # a merged anonymous id: its user speaks for it now
     triggers: list[Trigger] = []
-    if old is None or old.stage != new.stage:
-        before = old.stage if old is not None else None
-        rule = _stage_rule(old, new)
-        triggers.append(_change(TYPE_STAGE_CHANGED, new, event, before, new.stage, rule, new.stage))
-    if old is None:
+    if before is None or before[0] != new.stage:
+        was = before[0] if before is not None else None
+        rule = _stage_rule(before is None, new)
+        triggers.append(_change(TYPE_STAGE_CHANGED, new, event, was, new.stage, rule, new.stage))
+    if before is None:
         return triggers
-    for trigger_type, dimension, rule in _TRACKED:
-        before, after = getattr(old, dimension), getattr(new, dimension)
-        if before != after:
-            triggers.append(_change(trigger_type, new, event, before, after, rule, event.event_id))
+    _, health, tier, segment = before
+    if health != new.health:
+        triggers.append(
+            _change(
+                TYPE_HEALTH_CHANGED, new, event, health, new.health, "health_policy", event.event_id
+            )
+        )
+    if tier != new.tier:
+        triggers.append(
+            _change(
+                TYPE_TIER_CHANGED, new, event, tier, new.tier, "tier_thresholds", event.event_id
+            )
+        )
+    if segment != new.segment:
+        triggers.append(
+            _change(
+                TYPE_SEGMENT_CHANGED,
+                new,
+                event,
+                segment,
+                new.segment,
+                "rfm_segment",
+                event.event_id,
+            )
+        )
     return triggers
 
 
-#: (trigger type, state field, rule name) of the changes besides the stage
-_TRACKED = (
-    (TYPE_HEALTH_CHANGED, "health", "health_policy"),
-    (TYPE_TIER_CHANGED, "tier", "tier_thresholds"),
-    (TYPE_SEGMENT_CHANGED, "segment", "rfm_segment"),
-)
-
-
-def _stage_rule(old: UserState | None, new: UserState) -> str:
-    if old is None:
+def _stage_rule(first: bool, new: AnyState) -> str:
+    if first:
         return "first_seen"
     return {
         lifecycle.ACTIVATED: "key_action_within_activation_window",
@@ -120,7 +150,7 @@ def _stage_rule(old: UserState | None, new: UserState) -> str:
 
 def _change(
     trigger_type: str,
-    new: UserState,
+    new: AnyState,
     event: Event,
     before: str | None,
     after: str | None,
