@@ -1,6 +1,6 @@
 """The benchmark suite, as `make bench` runs it: brings up the local stack,
-runs ceiling → pipeline → scaling → latency (+ timer precision) → state →
-recovery with the sizes given, writes each benchmark's JSON, then
+runs core (the engine alone, no I/O) → ceiling → pipeline → scaling →
+latency (+ timer precision) → state → recovery with the sizes given, writes each benchmark's JSON, then
 benchmarks/results/summary.json and the chart benchmarks/results/benchmarks.png,
 and prints the targets with the measured figures beside them.
 
@@ -33,7 +33,7 @@ import orjson
 
 from agents.settings import StackSettings
 from agents.stack import Stack
-from benchmarks import ceiling, harness, latency, pipeline, recovery, scaling, state
+from benchmarks import ceiling, core, harness, latency, pipeline, recovery, scaling, state
 from benchmarks.harness import Bench, BenchError, log
 
 SUMMARY = harness.RESULTS_DIR / "summary.json"
@@ -53,6 +53,9 @@ QUICK = {
     "state_events": 40_000,
     "latency_seconds": 10.0,
 }
+#: the engine alone (benchmarks.core): its own sizes, runs per lateness
+CORE_FULL = {"events": core.DEFAULT_EVENTS, "users": core.DEFAULT_USERS, "repeat": 3}
+CORE_QUICK = {"events": 50_000, "users": 5_000, "repeat": 1}
 
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,7 +70,13 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     local = _get(summary, "recovery", "local", "users_per_s")
     from_log = _get(summary, "recovery", "changelog", "users_per_s")
     share = pipe / ceil if pipe and ceil else None
+    engine = next(
+        (r.get("events_per_s_median") for r in _get(summary, "core", "runs") or []
+         if r.get("lateness_ms") is None),
+        None,
+    )  # fmt: skip
     rows = [
+        ("the engine alone, one core (benchmarks.core)", "≥ 100,000 events/s", engine, lambda v: v >= 100_000, "{:,.0f} events/s"),
         ("pipeline share of the Python ceiling", "≥ 50 %", share, lambda v: v >= 0.5, "{:.1%}"),
         ("pipeline throughput, 1 worker", "≥ 50,000 events/s", pipe, lambda v: v >= 50_000, "{:,.0f} events/s"),
         ("p99 ingest → trigger at half load", "≤ 100 ms", p99, lambda v: v <= 100, "{:,.0f} ms"),
@@ -319,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
                 harness.write_result(name, doc)
 
             prepared: dict[str, Any] = {}
+            core_sizes = CORE_QUICK if args.quick else CORE_FULL
+
+            def do_core() -> dict[str, Any]:
+                result = core.measure(**core_sizes)
+                own = {"events": core_sizes["events"], "users": core_sizes["users"]}
+                return {"sizes": own, **result}  # its own sizes, not the run's
+
+            step("core", do_core, core.report)
 
             def do_ceiling() -> dict[str, Any]:
                 prepared["data"] = pipeline.prepare(bench, sizes["events"], sizes["users"])
@@ -399,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
 
 #: the benchmarks of a run, in the order the runner takes them
 STEPS = ("ceiling", "pipeline", "scaling", "latency", "state", "recovery")
+#: taken into the summary when their result file is there (no error when not)
+OPTIONAL_STEPS = ("core",)
 
 
 def compose(directory: Path = harness.RESULTS_DIR) -> dict[str, Any]:
@@ -416,6 +435,16 @@ def compose(directory: Path = harness.RESULTS_DIR) -> dict[str, Any]:
             doc = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as error:
             summary["errors"][name] = f"{path} is not JSON: {error}"
+            continue
+        summary[name] = doc
+        summary["composed_from"][name] = {
+            key: doc.get(key) for key in ("benchmark", "date", "sizes", "loadavg_start")
+        }
+    for name in OPTIONAL_STEPS:
+        path = directory / f"{name}.json"
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
             continue
         summary[name] = doc
         summary["composed_from"][name] = {

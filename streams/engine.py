@@ -30,6 +30,15 @@ by that much. Without a lateness, no input order can make a deadline fire
 before an event of the user that precedes it; with one, an event later than
 that behind the stream time is applied, but a deadline already decided stays
 decided (docs/ingestion.md).
+
+**Speed.** In the common case — a live user with no deadline before the
+event, an event that is no erasure and sends no internal message — a user's
+events are folded into one mutable working state per batch
+(:class:`~streams.state.WorkingState`, :func:`~streams.state.fold_into`),
+frozen once for the write; every other case, and every internal message and
+deadline, is decided on frozen states by the very functions the fold uses.
+Both give the same states and triggers (docs/benchmarks.md, "The engine
+alone").
 """
 
 from __future__ import annotations
@@ -437,13 +446,20 @@ class Engine:
             if digest in state.recent_events:
                 out.duplicates += 1  # a redelivered event: nothing changes
                 return True
-            before = (state.stage, state.health, state.tier, state.segment)
+            stage, health, tier, segment = state.stage, state.health, state.tier, state.segment
             warned, last_seen = state.churn_warned_ms, state.last_seen_ms
             if working is None:
                 assert stored is not None
                 working = w.working = thaw(stored)
             fold_into(working, event, digest, pre)
-            out.triggers += decide_changes(before, working, event)
+            if (
+                working.stage != stage
+                or working.health != health
+                or working.tier != tier
+                or working.segment != segment
+            ):  # a lifecycle change to announce
+                before = (stage, health, tier, segment)
+                out.triggers += decide_changes(before, working, event)
             if warned is not None:
                 out.triggers += returned(warned, last_seen, working, event, pre.policy.delivery)
         w.deadline = _UNKNOWN

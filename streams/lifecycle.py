@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from streams.policy import DAY_MS, HealthPolicy, Policy, RfmPolicy, TierPolicy
 
 if TYPE_CHECKING:
-    from streams.state import AnyState
+    from streams.userstate import AnyState
 
 # ---- journey stage ----------------------------------------------------------
 ACQUIRED = "acquired"

@@ -32,7 +32,7 @@ import functools
 import heapq
 import zoneinfo
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,7 @@ from streams.state import (
     STAGE_ERASED,
     STAGE_MERGED,
     AnyState,
+    Cart,
     UserState,
     WorkingState,
     derive,
@@ -74,7 +75,8 @@ class _Due:
     anchor: tuple[str | int, ...]
     reason: dict[str, Any]
     payload: dict[str, Any]
-    record: Callable[[UserState, int], UserState]
+    #: the changes to the state that record the trigger sent at a time
+    record: Callable[[UserState, int], dict[str, Any]]
 
 
 # ---- when ---------------------------------------------------------------------
@@ -242,7 +244,7 @@ def _pending(state: UserState, policy: Policy) -> list[_Due]:
                     "activation_events": list(policy.stages.activation_events),
                 },
                 {"step": step, "signed_up_at": state.signup_ms},
-                lambda s, at: evolve(s, {"stalled_sent": s.stalled_sent + 1}),
+                lambda s, at: {"stalled_sent": s.stalled_sent + 1},
             )
         )
     inactivity = policy.churn.inactivity_s
@@ -261,7 +263,7 @@ def _churn_due(state: UserState, due: int, rule: str, numbers: dict[str, Any]) -
         (state.last_seen_ms,),
         {"rule": rule, "last_seen": state.last_seen_ms, **numbers},
         {"last_seen": state.last_seen_ms, "priority": _priority(state)},
-        lambda s, at: evolve(s, {"churn_warned_ms": at}),
+        lambda s, at: {"churn_warned_ms": at},
     )
 
 
@@ -294,10 +296,13 @@ def _churn_model_due(state: AnyState, policy: Policy, p_alive_at: PAliveAt | Non
     return high
 
 
-def _record_cart_reminder(state: UserState, at: int) -> UserState:
-    assert state.cart is not None
-    cart = replace(state.cart, reminders_sent=state.cart.reminders_sent + 1)
-    return evolve(state, {"cart": cart})
+def _record_cart_reminder(state: UserState, at: int) -> dict[str, Any]:
+    cart = state.cart
+    assert cart is not None
+    sent = Cart(
+        cart.cart_id, cart.items, cart.last_change_ms, cart.checkout_ms, cart.reminders_sent + 1
+    )
+    return {"cart": sent}
 
 
 # ---- delivery policy ----------------------------------------------------------
@@ -458,19 +463,14 @@ def _emit(
     due: _Due, state: UserState, now_ms: int, delivery: DeliveryPolicy
 ) -> tuple[Trigger | None, UserState]:
     consent = state.consented(delivery.channel)
-    recorded = due.record(state, now_ms)
+    changes = due.record(state, now_ms)  # none of the fields set below
     if consent is not True and delivery.consent == "suppress":
-        return None, recorded  # counted as handled, never sent
+        return None, evolve(state, changes)  # counted as handled, never sent
     day = now_ms // DAY_MS
-    sent = recorded.sent_count + 1 if recorded.sent_day == day else 1
-    recorded = evolve(
-        recorded,
-        {
-            "sent_day": day,
-            "sent_count": sent,
-            "last_triggers": _stamp(recorded.last_triggers, due.trigger_type, now_ms),
-        },
-    )
+    changes["sent_day"] = day
+    changes["sent_count"] = state.sent_count + 1 if state.sent_day == day else 1
+    changes["last_triggers"] = _stamp(state.last_triggers, due.trigger_type, now_ms)
+    recorded = evolve(state, changes)
     trigger = Trigger(
         trigger_id=trigger_id_for(due.trigger_type, state.user_id, *due.anchor),
         type=due.trigger_type,
