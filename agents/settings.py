@@ -2,105 +2,35 @@
 environment variables. Nothing else in userpulse reads the environment.
 
 Each setting is declared once, as a field of :class:`Settings` (the worker) or
-:class:`StackSettings` (the local stack) made by :func:`setting`: its variable,
-type, default, meaning and check. The constructor defaults, ``from_env`` with
-its messages, ``to_env``, :data:`REFERENCE` (what ``userpulse settings``
-prints) are derived from those declarations, and a unit test holds the
-README's settings table to them.
+:class:`StackSettings` (the local stack) made by
+:func:`~agents.envvars.setting`: its variable, type, default, meaning and
+check. The constructor defaults, ``from_env`` with its messages, ``to_env``,
+:data:`REFERENCE` (what ``userpulse settings`` prints) are derived from those
+declarations, and a unit test holds the README's settings table to them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import TypeVar
+from urllib.parse import urlsplit
 
+from agents.envvars import (
+    Parse,
+    Secret,
+    declarations,
+    env_text,
+    read_fields,
+    redact_url,
+    setting,
+)
 from streams.errors import ConfigError
 from streams.policy import DEFAULT_POLICY, Policy, parse_policy
 
 T = TypeVar("T")
-
-#: A check: (variable, stripped text) -> the value, or a ConfigError naming the variable.
-Parse = Callable[[str, str], T]
-
-
-class Secret:
-    """A string that never shows itself in ``repr`` or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-# ---- the declaration -----------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class EnvSetting:
-    """One setting's declaration: its variable, default (as the variable's
-    text), meaning, and the check that turns the text into the field's value."""
-
-    env: str
-    default: str
-    doc: str
-    parse: Callable[[str, str], object]
-
-    def read(self, environ: Mapping[str, str]) -> object:
-        return self.parse(self.env, environ.get(self.env, self.default).strip())
-
-
-_SPEC = "userpulse.setting"
-
-
-def setting(env: str, default: str, doc: str, parse: Parse[T]) -> T:
-    """A settings field declared by its variable ``env``, its ``default`` text,
-    its meaning and its check; the field's default is ``parse(env, default)``,
-    made afresh for each instance (``setting`` is a field specifier like
-    ``dataclasses.field``, which ruff's RUF009 cannot tell)."""
-    spec = EnvSetting(env, default, doc, parse)
-    return field(default_factory=lambda: parse(env, default), metadata={_SPEC: spec})
-
-
-def declarations(cls: type) -> Iterator[tuple[str, EnvSetting]]:
-    """(field name, declaration) of every setting of the dataclass ``cls``, in order."""
-    for f in fields(cls):
-        yield f.name, f.metadata[_SPEC]
-
-
-def _read(cls: type, environ: Mapping[str, str]) -> dict[str, Any]:
-    return {name: spec.read(environ) for name, spec in declarations(cls)}
-
-
-def _env_text(value: object) -> str:
-    """A field's value as its variable's text (what ``from_env`` parses back)."""
-    if value is None:
-        return ""
-    if isinstance(value, Secret):
-        return value.reveal()
-    return str(value)
 
 
 # ---- checks --------------------------------------------------------------------
@@ -326,11 +256,11 @@ class Settings:
                 "is not a userpulse setting",
                 "remove it or use one of: " + ", ".join(known),
             )
-        return cls(**_read(cls, env))
+        return cls(**read_fields(cls, env))
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that rebuild these settings (for child processes)."""
-        return {spec.env: _env_text(getattr(self, name)) for name, spec in declarations(Settings)}
+        return {spec.env: env_text(getattr(self, name)) for name, spec in declarations(Settings)}
 
     def load_policy(self) -> Policy:
         """The operations policy from ``USERPULSE_POLICY_FILE`` (defaults when unset)."""
@@ -397,7 +327,7 @@ class StackSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackSettings:
         env = os.environ if environ is None else environ
         Settings.from_env(env)  # reject unknown or malformed USERPULSE_* keys early
-        stack = cls(**_read(cls, env))
+        stack = cls(**read_fields(cls, env))
         ports = [stack.kafka_port, stack.controller_port, stack.redis_port]
         if len(set(ports)) != len(ports):
             raise ConfigError(

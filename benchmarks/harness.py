@@ -29,9 +29,11 @@ from typing import Any
 
 import orjson
 
-from agents.admin import ensure_topics
-from agents.settings import Secret, Settings, StackSettings
-from agents.stack import Stack, free_port
+from agents.envvars import Secret
+from agents.kafka.admin import ensure_topics
+from agents.settings import Settings, StackSettings
+from agents.stack.local import Stack
+from agents.stack.network import free_port
 from benchmarks.generator import partition_for
 from streams import topics
 
@@ -231,7 +233,7 @@ class WorkerProcess:
         self._out = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker"],
+            [sys.executable, "-m", "agents.commands.cli", "worker"],
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,

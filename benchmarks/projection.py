@@ -1,4 +1,4 @@
-"""Throughput of the Redis profile projection (agents.projection.RedisProjection).
+"""Throughput of the Redis profile projection (agents.redis.projection.RedisProjection).
 
 Stages and flushes N distinct users' profiles (12 fields, 4 index dimensions)
 to the Redis of USERPULSE_REDIS_URL under a key prefix unique to the run, then
@@ -28,8 +28,9 @@ from pathlib import Path
 
 import redis
 
-from agents.projection import RedisProjection
-from agents.settings import Settings, redact_url
+from agents.envvars import redact_url
+from agents.redis.projection import RedisProjection
+from agents.settings import Settings
 
 STAGES = ("acquired", "activated", "retained", "monetized", "referrer")
 HEALTHS = ("new", "active", "at_risk", "dormant", "resurrected")

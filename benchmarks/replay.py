@@ -42,8 +42,10 @@ from typing import Any
 import orjson
 from kafka import KafkaAdminClient
 
-from agents.admin import ensure_topics
-from agents.replay import DEFAULT_PRODUCER_OPTIONS, mapped_rows, open_text, replay_file
+from agents.files.datasets import mapped_rows
+from agents.files.opening import open_text
+from agents.kafka.admin import ensure_topics
+from agents.kafka.replay import DEFAULT_PRODUCER_OPTIONS, replay_file
 from agents.settings import Settings
 from streams import topics
 from streams.errors import EventError

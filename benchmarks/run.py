@@ -13,7 +13,7 @@ and prints the targets with the measured figures beside them.
 it makes the summary, the chart and the targets table from the result files,
 each keeping its own date, sizes and load average.
 
-The stack is `agents.stack.Stack` configured by USERPULSE_STACK_* (a private
+The stack is `agents.stack.local.Stack` configured by USERPULSE_STACK_* (a private
 stack on other ports is a good idea on a shared machine); when this program
 started it, it stops it at the end. Every topic, consumer group and Redis key
 prefix of the run carries a unique tag and is deleted at the end.
@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from agents.settings import StackSettings
-from agents.stack import Stack
+from agents.stack.local import Stack
 from benchmarks import ceiling, core, harness, latency, pipeline, recovery, scaling, state
 from benchmarks.harness import Bench, BenchError, log
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agents.errors import InfrastructureError
-from agents.producer import EventProducer
+from agents.kafka.producer import EventProducer
 from agents.settings import Settings
 from streams.errors import UserpulseError
 

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.envvars import Secret
 from agents.errors import StackError
-from agents.settings import Secret, Settings, StackSettings
-from agents.stack import Stack, free_port, free_ports
+from agents.settings import Settings, StackSettings
+from agents.stack.local import Stack
+from agents.stack.network import free_port, free_ports
 
 
 @dataclass(frozen=True)

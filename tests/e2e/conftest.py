@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agents.admin import ensure_topics
+from agents.kafka.admin import ensure_topics
 from agents.settings import Settings
 
 
@@ -28,7 +28,7 @@ class Worker:
         env.update(settings.to_env())
         self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker"],
+            [sys.executable, "-m", "agents.commands.cli", "worker"],
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,

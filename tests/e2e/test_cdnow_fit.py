@@ -14,11 +14,13 @@ import sys
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from agents.commands.fit import Population
+from agents.commands.options import parse_time
 from agents.errors import UserpulseError
-from agents.fit import Population, parse_time, read_states
-from agents.model import AS_OF_OPTION, AS_OF_STREAM, MODEL_TOPIC, Model
-from agents.producer import EventProducer, new_event
-from agents.reader import collect
+from agents.kafka.changelog import read_states
+from agents.kafka.model_topic import AS_OF_OPTION, AS_OF_STREAM, MODEL_TOPIC, Model
+from agents.kafka.producer import EventProducer, new_event
+from agents.kafka.reader import collect
 from agents.settings import Settings
 from tests.e2e.conftest import Worker, counters, wait_for
 from tests.unit.test_fit import PAPER, PAPER_AS_OF, cdnow_customer_days, day_ms
@@ -37,7 +39,7 @@ def fit_process(settings: Settings, *args: str) -> subprocess.CompletedProcess[s
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERPULSE_")}
     env.update(settings.to_env())
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli", "fit", *args],
+        [sys.executable, "-m", "agents.commands.cli", "fit", *args],
         env=env,
         capture_output=True,
         text=True,

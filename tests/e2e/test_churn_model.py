@@ -12,12 +12,12 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from agents.cli import main
-from agents.fit import changelog_topic
-from agents.model import Model
-from agents.producer import EventProducer, new_event
-from agents.projection import ProfileReader
-from agents.reader import collect
+from agents.commands.cli import main
+from agents.kafka.changelog import changelog_topic
+from agents.kafka.model_topic import Model
+from agents.kafka.producer import EventProducer, new_event
+from agents.kafka.reader import collect
+from agents.redis.profiles import ProfileReader
 from agents.settings import Settings
 from streams.policy import DAY_MS
 from tests.e2e.conftest import Worker, counters, wait_for

@@ -25,12 +25,12 @@ import orjson
 import pytest
 import redis
 
-from agents.admin import ensure_topics
-from agents.backtest import Backtest
-from agents.fit import read_states
-from agents.producer import EventProducer, new_event
-from agents.projection import profile_key
-from agents.reader import collect
+from agents.backtest.run import Backtest
+from agents.kafka.admin import ensure_topics
+from agents.kafka.changelog import read_states
+from agents.kafka.producer import EventProducer, new_event
+from agents.kafka.reader import collect
+from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
 from streams.policy import DAY_MS
@@ -147,7 +147,7 @@ def test_a_stream_clock_worker_and_the_back_test_agree(settings: Settings, tmp_p
     assert {"cart_abandoned", "activation_stalled", "churn_warning", "win_back"} <= kinds
     assert {"stage_changed", "segment_changed", "user_erased"} <= kinds
     command = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "backtest", str(path), "--partitions",
+        [sys.executable, "-m", "agents.commands.cli", "backtest", str(path), "--partitions",
          str(settings.partitions), "--csv", str(tmp_path / "predicted.csv")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -7,8 +7,8 @@ import time
 import pytest
 import redis
 
-from agents.producer import EventProducer, new_event
-from agents.projection import profile_key
+from agents.kafka.producer import EventProducer, new_event
+from agents.redis.keys import profile_key
 from agents.settings import Settings
 from tests.e2e.conftest import Worker, counters, wait_for
 

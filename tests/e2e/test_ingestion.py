@@ -14,8 +14,8 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from agents.projection import profile_key
-from agents.reader import collect
+from agents.kafka.reader import collect
+from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
 from streams.events import REJECTION_CODES

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis
 
-from agents.admin import ensure_topics
-from agents.producer import EventProducer, new_event
-from agents.projection import ProfileReader
-from agents.reader import collect
+from agents.kafka.admin import ensure_topics
+from agents.kafka.producer import EventProducer, new_event
+from agents.kafka.reader import collect
+from agents.redis.profiles import ProfileReader
 from agents.settings import Settings
 from streams import topics
 from streams.policy import DAY_MS

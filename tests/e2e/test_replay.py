@@ -18,9 +18,9 @@ import orjson
 import pytest
 import redis
 
-from agents.projection import profile_key
-from agents.reader import Record, collect
-from agents.replay import replay_file
+from agents.kafka.reader import Record, collect
+from agents.kafka.replay import replay_file
+from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
 from streams.datasets import REES46, map_rows, parse_rees46_time
@@ -169,7 +169,7 @@ def test_a_replayed_dataset_becomes_triggers_and_profiles_and_a_second_replay_ch
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERPULSE_")}
     env.update(settings.to_env())
     command = subprocess.run(
-        [sys.executable, "-m", "agents.replay", str(path)],
+        [sys.executable, "-m", "agents.commands.replay", str(path)],
         env=env,
         capture_output=True,
         text=True,

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agents.admin import ensure_topics
-from agents.producer import EventProducer, new_event
-from agents.reader import collect
+from agents.kafka.admin import ensure_topics
+from agents.kafka.producer import EventProducer, new_event
+from agents.kafka.reader import collect
 from agents.settings import Settings
 from streams import topics
 from tests.e2e.conftest import Worker, wait_for

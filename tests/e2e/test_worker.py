@@ -12,9 +12,9 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from agents.producer import EventProducer, new_event
-from agents.projection import profile_key
-from agents.reader import Record, collect
+from agents.kafka.producer import EventProducer, new_event
+from agents.kafka.reader import Record, collect
+from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
 from streams.state import STAGE_ACQUIRED

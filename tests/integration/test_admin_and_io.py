@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from agents.admin import admin_client, ensure_topics, partition_counts
 from agents.errors import ConfigError
-from agents.producer import EventProducer
-from agents.reader import collect
+from agents.kafka.admin import admin_client, ensure_topics, partition_counts
+from agents.kafka.producer import EventProducer
+from agents.kafka.reader import collect
 from agents.settings import Settings
 from streams import topics
 from streams.errors import EventError

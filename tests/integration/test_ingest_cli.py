@@ -13,14 +13,15 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
 
-from agents.admin import ensure_topics
-from agents.deadletters import dlq_group
-from agents.ingest import Rejection, produce_command, produce_lines
-from agents.pipeline import DLQ_HEADERS
-from agents.reader import Record, collect
+from agents.commands.dlq import dlq_group
+from agents.commands.produce import Rejection, produce_command, produce_lines
+from agents.kafka.admin import ensure_topics
+from agents.kafka.deadletters import dead_letter_headers
+from agents.kafka.reader import Record, collect
 from agents.settings import Settings
-from agents.stack import free_port
+from agents.stack.network import free_port
 from streams import topics
+from streams.errors import EventError
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +59,9 @@ def put_dead_letter(
     partition: int,
     timestamp_ms: int,
 ) -> None:
-    """A dead letter as the pipeline writes it (agents.pipeline._dead_letter)."""
-    values = (code, path, message, settings.topic(topics.USER_EVENTS), "3", str(source_offset))
-    headers = [(name, v.encode()) for name, v in zip(DLQ_HEADERS, values, strict=True)]
+    """A dead letter as the worker writes it (its headers: agents.kafka.deadletters)."""
+    error = EventError(code, path, message)
+    headers = dead_letter_headers(error, settings.topic(topics.USER_EVENTS), 3, source_offset)
     producer.send(
         settings.topic(topics.DEAD_LETTERS),
         key=key,

@@ -17,19 +17,19 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from agents.projection import (
+from agents.commands.segments import segments_command
+from agents.redis.keys import (
     DIMENSIONS,
     TOMBSTONE_TTL_S,
-    ProfileReader,
-    RedisProjection,
     index_key,
     index_values_key,
     profile_key,
     tombstone_key,
 )
-from agents.segments import segments_command
+from agents.redis.profiles import ProfileReader
+from agents.redis.projection import RedisProjection
 from agents.settings import Settings
-from agents.stack import free_port, redis_answers
+from agents.stack.network import free_port, redis_answers
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agents.settings import StackSettings
-from agents.stack import Stack, free_ports, kafka_answers, port_free, redis_answers
+from agents.stack.local import Stack
+from agents.stack.network import free_ports, kafka_answers, port_free, redis_answers
 from tests.conftest import Endpoints
 
 pytestmark = pytest.mark.integration

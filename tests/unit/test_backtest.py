@@ -16,10 +16,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from agents.backtest import CSV_COLUMNS, TRIGGER_TYPES, backtest, backtest_file
-from agents.backtest_command import backtest_command, parse_until
-from agents.backtest_report import BacktestProgress
-from agents.model import model_p_alive_at
+from agents.backtest.file import backtest_file
+from agents.backtest.report import CSV_COLUMNS, TRIGGER_TYPES, BacktestProgress
+from agents.backtest.run import backtest
+from agents.commands.backtest import backtest_command
+from agents.commands.options import parse_time
+from agents.worker.model import model_p_alive_at
 from streams.bgnbd import BgNbdParams
 from streams.events import Event
 from streams.policy import (
@@ -432,7 +434,7 @@ def test_a_retailrocket_file_is_sorted_in_memory_and_back_tested(tmp_path: Path)
 
 
 def test_limit_and_progress(sample: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agents.backtest.PROGRESS_INTERVAL_S", 0.0)  # report at every chance
+    monkeypatch.setattr("agents.backtest.file.PROGRESS_INTERVAL_S", 0.0)  # report at every chance
     seen: list[BacktestProgress] = []
     report = backtest_file(sample, limit=50, progress=seen.append)
     assert report.rows == 50 and 50 <= report.events <= 100
@@ -444,18 +446,18 @@ def test_limit_and_progress(sample: Path, monkeypatch: pytest.MonkeyPatch) -> No
     )
 
 
-def test_parse_until() -> None:
-    assert parse_until("1700006400000") == T0
-    assert parse_until("2023-11-15T00:00:00Z") == T0
-    assert parse_until("2023-11-15T01:00:00+01:00") == T0
-    assert parse_until("2023-11-15") == T0  # no zone: UTC
+def test_until_takes_epoch_ms_or_iso_8601() -> None:
+    assert parse_time("1700006400000") == T0
+    assert parse_time("2023-11-15T00:00:00Z") == T0
+    assert parse_time("2023-11-15T01:00:00+01:00") == T0
+    assert parse_time("2023-11-15") == T0  # no zone: UTC
     with pytest.raises(ValueError, match="ISO-8601"):
-        parse_until("yesterday")
+        parse_time("yesterday")
 
 
 def test_a_backtest_touches_no_kafka_and_no_redis(sample: Path) -> None:
     code = (
-        "import sys; from agents.backtest import backtest_file; "
+        "import sys; from agents.backtest.file import backtest_file; "
         f"backtest_file({str(sample)!r}); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'kafka', 'aiokafka', 'faust', 'redis', 'mode'}))"

@@ -18,14 +18,12 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.replay import (
-    ReplayError,
-    mapped_rows,
-    replay_command,
-    replay_file,
-)
+from agents.commands.replay import replay_command
+from agents.commands.terminal import ProgressLine
+from agents.files.datasets import mapped_rows
+from agents.files.rows import ReplayError
+from agents.kafka.replay import replay_file
 from agents.settings import Settings
-from agents.terminal import ProgressLine
 from streams.datasets import (
     DATASET_CURRENCY,
     MAPPING_CODES,
@@ -472,7 +470,7 @@ def test_sorting_in_memory_orders_by_time_then_line() -> None:
     assert [t.line for t in sorted_by_time(items)] == [5, 3, 2, 4]
 
 
-# ---- reading files as replay does (agents.replay.mapped_rows; no Kafka) -------------
+# ---- reading files as replay does (agents.files.datasets.mapped_rows; no Kafka) -------------
 
 
 def write_csv(path: Path, header: list[str], rows: Sequence[Mapping[str, str]]) -> Path:

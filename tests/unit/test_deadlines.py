@@ -1,4 +1,4 @@
-"""The worker's deadline index (agents/deadlines.py) without Kafka: rows
+"""The worker's deadline index (agents/worker/deadlines.py) without Kafka: rows
 stand in for the state table."""
 
 from __future__ import annotations
@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from agents import deadlines as deadlines_module
-from agents.deadlines import Deadlines, partition_of
+from agents.worker import deadlines as deadlines_module
+from agents.worker.deadlines import Deadlines
 from streams.events import Event
+from streams.partitioning import partition_of
 from streams.policy import DEFAULT_POLICY
 from streams.state import UserState, apply, encode_state
 
@@ -48,16 +49,6 @@ def test_partition_of_matches_kafkas_default_partitioner() -> None:
     for i in range(200):
         key = f"user-{i}".encode()
         assert partition_of(key, 12) == (kafka_murmur2(key) & 0x7FFFFFFF) % 12
-
-
-def test_schedule_sets_and_clears_a_deadline() -> None:
-    d = Deadlines(PARTITIONS, deadline_of)
-    d.schedule(1, b"a", user("a", T0))
-    assert d.pending == 1
-    assert due(d, 1, T0 + 999) == {}
-    d.schedule(1, b"a", None)  # erased: nothing to wait for
-    assert due(d, 1, T0 + 10_000) == {}
-    assert d.pending == 0
 
 
 def test_advance_keeps_the_newest_stream_time() -> None:
@@ -100,7 +91,7 @@ def test_rebuild_skips_unreadable_rows() -> None:
     assert due(d, 2, T0 + 5000) == {good: T0 + 1000}
 
 
-def test_a_user_scheduled_during_the_rebuild_keeps_its_newer_deadline(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_stored_during_the_rebuild_keeps_its_newer_deadline(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(deadlines_module, "REBUILD_CHUNK", 2)
     keys = keys_on(3, 6)
     stale = {k: encode_state(user(k.decode(), T0)) for k in keys}
@@ -113,7 +104,9 @@ def test_a_user_scheduled_during_the_rebuild_keeps_its_newer_deadline(monkeypatc
         d = Deadlines(PARTITIONS, deadline_of)
         d.rebuild({3}, rows)
         await asyncio.sleep(0)  # the rebuild reads a chunk, then yields
-        d.schedule(3, late_key, user(late_key.decode(), T0 + 60_000))
+        # the stream stores the user again: the engine sets its deadline, the worker says so
+        d.part(3).timers.set(late_key, deadline_of(user(late_key.decode(), T0 + 60_000)))
+        d.stored([late_key])
         await d.wait_rebuilt()
         return d
 

@@ -25,7 +25,7 @@ import orjson
 import pytest
 import yaml
 
-from agents.producer import new_event
+from agents.kafka.producer import new_event
 from agents.settings import REFERENCE, Settings
 from streams import topics
 from streams.events import parse_event

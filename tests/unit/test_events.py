@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = Path(streams.events.__file__).parent / "schemas" / "user-event.schema.json"
 DOCS_FILE = REPO / "docs" / "events.md"
 
-#: Codes that agents/pipeline.py and agents/producer.py already rely on.
+#: Codes that agents/worker/pipeline.py and agents/kafka/producer.py already rely on.
 LEGACY_CODES = {
     "too_large",
     "not_json",

@@ -14,19 +14,18 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-import agents.fit
-from agents.cli import main
-from agents.fit import (
+import agents.commands.fit
+from agents.commands.cli import main
+from agents.commands.fit import (
     AsOf,
     FitRefusedError,
     Population,
     buyer_summaries,
     choose_as_of,
     fit_problems,
-    format_time,
-    parse_time,
 )
-from agents.model import AS_OF_OPTION, AS_OF_STREAM, AS_OF_WALL, Model
+from agents.commands.options import format_time, parse_time
+from agents.kafka.model_topic import AS_OF_OPTION, AS_OF_STREAM, AS_OF_WALL, Model
 from streams.bgnbd import BgNbdParams, FitResult, fit
 from streams.policy import DAY_MS
 from streams.state import UserState
@@ -252,8 +251,10 @@ def published(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Model]]:
     """The states are CDNOW's calibration period; what would be published is collected."""
     states = cdnow_states()
     models: list[Model] = []
-    monkeypatch.setattr(agents.fit, "read_states", lambda settings: iter(states))
-    monkeypatch.setattr(agents.fit, "publish_model", lambda settings, model: models.append(model))
+    monkeypatch.setattr(agents.commands.fit, "read_states", lambda settings: iter(states))
+    monkeypatch.setattr(
+        agents.commands.fit, "publish_model", lambda settings, model: models.append(model)
+    )
     yield models
 
 

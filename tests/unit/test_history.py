@@ -1,5 +1,5 @@
 """Back-testing userpulse's own JSON Lines: what `userpulse produce` takes and a
-`user-events` topic export, read by agents.history in file order."""
+`user-events` topic export, read by agents.files.jsonl in file order."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.history import JSONL, READING_CODES, detect_jsonl, history_rows, jsonl_rows
-from agents.replay import MappedRow, ReadStats, Rejection, ReplayError
+from agents.files.jsonl import JSONL, detect_jsonl, history_rows, jsonl_rows
+from agents.files.jsonl_lines import READING_CODES
+from agents.files.rows import MappedRow, ReadStats, Rejection, ReplayError
 from streams.datasets import Mapped
 from streams.errors import EventError
 from streams.events import REJECTION_CODES, parse_event

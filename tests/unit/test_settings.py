@@ -4,14 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.settings import (
-    REFERENCE,
-    Secret,
-    Settings,
-    StackSettings,
-    declarations,
-    redact_url,
-)
+from agents.envvars import Secret, declarations, redact_url
+from agents.settings import REFERENCE, Settings, StackSettings
 from streams.errors import ConfigError
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agents import stack as stack_mod
 from agents.errors import StackError
 from agents.settings import StackSettings
-from agents.stack import Stack, free_port, port_free
+from agents.stack import local, programs
+from agents.stack.local import Stack
+from agents.stack.network import free_port, port_free
 
 
 def make_stack(tmp_path: Path, **ports: int) -> Stack:
@@ -23,19 +24,19 @@ def make_stack(tmp_path: Path, **ports: int) -> Stack:
 
 
 def test_missing_java_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stack_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(programs.shutil, "which", lambda name: None)
     with pytest.raises(StackError, match=r"Java 17\+ is not installed.*apt-get install"):
-        stack_mod.check_java()
+        programs.check_java()
 
 
 def test_missing_maven_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stack_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(programs.shutil, "which", lambda name: None)
     with pytest.raises(
         StackError, match=r"Maven \(mvn\) is not installed.*apt-get install -y maven"
     ):
-        make_stack(tmp_path).kafka_libs()
+        programs.kafka_libs(tmp_path / "cache", lambda m: None)
 
 
 def test_a_port_in_use_is_named_with_the_setting_to_change(tmp_path: Path) -> None:
@@ -94,6 +95,6 @@ def test_free_port_is_free() -> None:
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:
-    ids = {stack_mod.new_cluster_id() for _ in range(2000)}
+    ids = {local.new_cluster_id() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)

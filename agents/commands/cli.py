@@ -1,0 +1,198 @@
+"""The ``userpulse`` command line.
+
+Every command reads its configuration from the one settings object; errors
+end with one line that says what is wrong and what to do, and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from agents.commands.terminal import fail, friendly_errors
+from agents.errors import UserpulseError
+from agents.settings import REFERENCE, Settings, StackSettings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="userpulse")
+def main() -> None:
+    """userpulse — real-time user-lifecycle engine on Kafka, Faust and Redis."""
+
+
+# ---- stack -----------------------------------------------------------------
+@main.group()
+def stack() -> None:
+    """The local Kafka + Redis stack (no Docker): up, down, status."""
+
+
+@stack.command("up")
+@friendly_errors
+def stack_up() -> None:
+    """Start Kafka (KRaft) and Redis on 127.0.0.1; print export lines.
+
+    Use it as: eval "$(userpulse stack up)"
+    """
+    from agents.stack.local import Stack
+
+    endpoints = Stack(StackSettings.from_env()).up()
+    click.echo(endpoints.exports(), nl=False)
+
+
+@stack.command("down")
+@friendly_errors
+def stack_down() -> None:
+    """Stop every process `stack up` (and `demo`) started, by pid file."""
+    from agents.stack.local import Stack
+
+    stopped = Stack(StackSettings.from_env()).down()
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", err=True)
+
+
+@stack.command("status")
+@friendly_errors
+def stack_status() -> None:
+    """Show whether Kafka and Redis run and answer; exit 1 when not."""
+    from agents.stack.local import Stack
+
+    statuses = Stack(StackSettings.from_env()).status()
+    healthy = True
+    for s in statuses:
+        state = "up" if s.answering else ("running, not answering" if s.running else "down")
+        healthy &= s.answering
+        pid = f"pid {s.pid}" if s.pid else "no pid"
+        click.echo(f"{s.name:6} {state:24} {s.address:28} {pid:12} log {s.log}")
+    sys.exit(0 if healthy else 1)
+
+
+# ---- worker ----------------------------------------------------------------
+@main.command()
+@click.option("--web-port", type=int, default=None, help="Override USERPULSE_WEB_PORT.")
+@friendly_errors
+def worker(web_port: int | None) -> None:
+    """Run one worker: consume user-events, keep state, project to Redis, emit triggers.
+
+    Start more workers (same USERPULSE_APP_ID) to scale; each takes a share
+    of the partitions. Stops gracefully on SIGTERM / Ctrl-C.
+    """
+    import dataclasses
+
+    from agents.kafka.admin import ensure_topics
+
+    settings = Settings.from_env()
+    if web_port is not None:
+        settings = dataclasses.replace(settings, web_port=web_port)
+    settings.load_policy()  # a bad policy file stops the worker before it joins the group
+    created = ensure_topics(settings)
+    if created:
+        click.echo(f"created topics: {', '.join(created)}", err=True)
+    from agents.worker.process import run_worker
+
+    run_worker(settings)
+
+
+@main.command()
+@friendly_errors
+def topics() -> None:
+    """Create the contract topics that are missing (workers do this too)."""
+    from agents.kafka.admin import ensure_topics
+
+    settings = Settings.from_env()
+    created = ensure_topics(settings)
+    click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+# ---- demo ------------------------------------------------------------------
+@main.command()
+@click.option("--users", type=int, default=5, show_default=True, help="Sample users to publish.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait.")
+@friendly_errors
+def demo(users: int, timeout: float) -> None:
+    """Stack up, start a worker, publish sample events, show triggers and profiles."""
+    from agents.commands.demo import run_demo
+
+    run_demo(users=users, timeout_s=timeout)
+
+
+# ---- reading ---------------------------------------------------------------
+@main.command()
+@click.argument("topic")
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new records.")
+@click.option("--from-end", is_flag=True, help="Start at the end instead of the beginning.")
+@friendly_errors
+def tail(topic: str, follow: bool, from_end: bool) -> None:
+    """Pretty-print TOPIC (a contract name like triggers.lifecycle; the prefix is added)."""
+    from agents.kafka.reader import iter_records
+
+    settings = Settings.from_env()
+    name = topic if topic.startswith(settings.topic_prefix) else settings.topic(topic)
+    for record in iter_records(
+        settings.kafka_bootstrap,
+        [name],
+        from_beginning=not from_end,
+        timeout_s=None if follow else 60.0,
+        idle_timeout_s=None if follow else 2.0,
+    ):
+        headers = {k: v.decode(errors="replace") for k, v in record.headers.items()}
+        try:
+            body: Any = record.json()
+        except orjson.JSONDecodeError:
+            body = (record.value or b"").decode(errors="replace")
+        line = {"partition": record.partition, "offset": record.offset, "value": body}
+        if headers:
+            line["headers"] = headers
+        click.echo(orjson.dumps(line, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+@click.argument("user_id")
+@friendly_errors
+def profile(user_id: str) -> None:
+    """Print USER_ID's profile from Redis."""
+    import redis
+
+    from agents.redis.profiles import ProfileReader
+
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url.reveal(), decode_responses=True)
+    try:
+        fields = ProfileReader(client, settings.redis_key_prefix).profile(user_id)
+    except (redis.RedisError, OSError) as exc:
+        raise UserpulseError(
+            f"cannot read Redis ({exc}); start it (userpulse stack up) or set USERPULSE_REDIS_URL"
+        ) from None
+    if not fields:
+        fail(f"no profile for {user_id!r} (check the id and USERPULSE_REDIS_KEY_PREFIX)")
+    click.echo(orjson.dumps(fields, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+
+
+@main.command()
+def settings() -> None:
+    """List every USERPULSE_* setting with its default."""
+    for name, default, meaning in REFERENCE:
+        click.echo(f"{name:34} {default or '(empty)':28} {meaning}")
+
+
+def _register_commands() -> None:
+    from agents.commands.backtest import backtest_command
+    from agents.commands.dlq import dlq_group
+    from agents.commands.fit import fit_command
+    from agents.commands.produce import produce_command
+    from agents.commands.replay import replay_command
+    from agents.commands.segments import segments_command
+
+    main.add_command(segments_command)
+    main.add_command(produce_command)
+    main.add_command(dlq_group)
+    main.add_command(replay_command)
+    main.add_command(fit_command)
+    main.add_command(backtest_command)
+
+
+_register_commands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""The Faust app: one agent per input topic, a changelog-backed state table,
+the Redis projection flushed by a timer, triggers sent to their topics.
+
+The agent only decodes, calls the pure core, writes the table and sends;
+every decision lives in :mod:`streams`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from agents.kafka.deadletters import dead_letter_headers
+from agents.kafka.model_topic import Model, follow_model
+from agents.redis.projection import RedisProjection
+from agents.settings import Settings
+from agents.worker.deadlines import Deadlines
+from agents.worker.model import model_fields, model_p_alive_at
+from streams import topics
+from streams.derived import DerivedMessage, Due, encode_derived
+from streams.engine import Batch, Engine, Record
+from streams.errors import EventError, StateError
+from streams.events import Limits
+from streams.policy import DEFAULT_POLICY, Policy
+from streams.profile import profile_fields, profile_indexes
+from streams.state import STAGE_ERASED, UserState, decode_state, encode_state
+from streams.triggers import encode_trigger
+
+logger = logging.getLogger(__name__)
+
+#: How often staged Redis profiles are flushed, in seconds.
+PROJECTION_FLUSH_INTERVAL_S = 0.25
+#: How often due deadlines are looked for, in seconds (timer precision).
+TIMER_TICK_S = 0.2
+#: A partition a batch came from less than this long ago has its due
+#: deadlines decided by its batches, in-stream; the timer leaves it alone.
+TIMER_HANDOFF_S = 0.25
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Counters:
+    """What the worker has done since it started (exposed on /counters/)."""
+
+    events: int = 0
+    dead_letters: int = 0
+    triggers: int = 0
+    timers_fired: int = 0
+    send_errors: int = 0
+    batches: int = 0
+    state_writes: int = 0
+
+
+class Pipeline:
+    """The Faust app of one userpulse worker, configured by ``settings``."""
+
+    def __init__(self, settings: Settings, policy: Policy = DEFAULT_POLICY) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.counters = Counters()
+        limits = Limits(
+            max_bytes=settings.max_event_bytes,
+            max_future_skew_ms=settings.max_future_skew_s * 1000,
+        )
+        #: the churn model's newest parameters (None until `userpulse fit` published some)
+        self.model: Model | None = None
+        #: the one pure call every batch goes through (streams/engine.py)
+        self.engine = Engine(policy, limits=limits)
+        if settings.clock == "wall" and settings.profile_refresh_s > 0:
+            self.engine.refresh_ms = settings.profile_refresh_s * 1000
+        self.app = faust.App(
+            settings.app_id,
+            broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+            store=settings.store,
+            datadir=str(settings.data_dir),
+            web_port=settings.web_port,
+            topic_partitions=settings.partitions,
+            topic_allow_declare=True,
+            consumer_auto_offset_reset="earliest",
+            autodiscover=False,
+            producer_acks=-1,
+            # batch the changelog and trigger sends: one request per record costs more
+            # than the work that produced it (py-spy: 22 % of the worker in socket writes)
+            producer_linger=0.005,
+            producer_max_batch_size=256 * 1024,
+            # commit on the interval only (2.8 s): Faust's default also commits every
+            # 10,000 messages from inside the fetch loop, which stalls the fetcher for
+            # a producer flush and a commit round trip (measured: +10 % events/s)
+            broker_commit_every=1_000_000,
+            # room for several full batches between the fetcher and the agent
+            stream_buffer_maxsize=16384,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
+        )
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        self.events_topic = self.app.topic(
+            settings.topic(topics.USER_EVENTS),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            **raw,
+        )
+        self.dlq_topic = self.app.topic(
+            settings.topic(topics.DEAD_LETTERS), key_serializer="raw", value_serializer="raw", **raw
+        )
+        self.trigger_topics = {
+            name: self.app.topic(
+                settings.topic(name), key_serializer="raw", value_serializer="raw", **raw
+            )
+            for name in topics.TRIGGER_TOPICS
+        }
+        self.state = self.app.Table(
+            "user-state",
+            default=None,
+            partitions=settings.partitions,
+            help="UserState per user id, orjson bytes",
+            **raw,
+        )
+        self.projection = RedisProjection.from_url(
+            settings.redis_url.reveal(), settings.redis_key_prefix
+        )
+        self.derived_topic = self.app.topic(
+            settings.topic(topics.DERIVED),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            **raw,
+        )
+        self.dlq_topic_name = self.dlq_topic.get_topic_name()
+        self.derived_topic_name = self.derived_topic.get_topic_name()
+        self.trigger_topic_names = {
+            name: topic.get_topic_name() for name, topic in self.trigger_topics.items()
+        }
+        self.app.agent(self.events_topic, name="user-events")(self.process)
+        self.app.agent(self.derived_topic, name="derived")(self.process_derived)
+        self.app.timer(PROJECTION_FLUSH_INTERVAL_S, name="redis-projection-flush")(
+            self.flush_projection
+        )
+        self.app.page("/counters/")(self._counters_view())
+        self.app.on_before_shutdown.connect(self._on_shutdown)
+        lateness = settings.stream_lateness_s
+        self.deadlines = Deadlines(
+            settings.partitions,
+            self.engine.next_deadline,
+            clock="stream" if settings.clock == "stream" else "wall",
+            lateness_ms=lateness * 1000 if lateness is not None else None,
+        )
+        #: when a batch last came from each partition (monotonic seconds)
+        self._batch_seen: dict[int, float] = {}
+        self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
+        self._stopping = asyncio.Event()
+        self.app.task(self._follow_model)
+        self.app.on_rebalance_complete.connect(self._on_rebalanced)
+
+    async def process(self, stream: Any) -> None:
+        """The user-events agent: a batch at a time — up to
+        ``USERPULSE_BATCH_MAX_EVENTS`` events, or what arrived within
+        ``USERPULSE_BATCH_WAIT_MS`` — through the engine (:meth:`run`). Faust
+        acknowledges a batch's events (their offsets become committable) only
+        after the batch is processed."""
+        batch_max = self.settings.batch_max_events
+        within = self.settings.batch_wait_ms / 1000
+        async for records in stream.take_events(batch_max, within=within):
+            await self.run(records, derived=False)
+
+    async def process_derived(self, stream: Any) -> None:
+        """The derived-messages agent: identity merges, referral credits and
+        timer deadlines (see :mod:`streams.derived`), through the same engine."""
+        batch_max = self.settings.batch_max_events
+        within = self.settings.batch_wait_ms / 1000
+        async for records in stream.take_events(batch_max, within=within):
+            await self.run(records, derived=True)
+
+    async def run(self, records: list[Any], *, derived: bool) -> None:
+        """Hand each partition's share of ``records`` to the engine, then
+        write, project and send what it decided."""
+        by_partition: dict[int, list[Record]] = {}
+        last: dict[int, Any] = {}
+        for record in records:
+            message = record.message
+            number: int = message.partition
+            inputs = by_partition.get(number)
+            if inputs is None:
+                inputs = by_partition[number] = []
+            inputs.append(Record(record.key, record.value, message.offset, derived))
+            last[number] = record
+        seen_at = time.monotonic()
+        for number, inputs in by_partition.items():
+            # the table reads and writes the current event's partition (its
+            # RocksDB database and changelog partition): one of this partition's
+            _set_current_event(last[number])
+            batch = self.engine.run(
+                self.deadlines.part(number), inputs, self._load, now_ms=now_ms()
+            )
+            self.deadlines.stored(batch.writes)
+            if not derived:
+                self._batch_seen[number] = seen_at
+            await self._apply(last[number], batch)
+
+    async def _apply(self, record: Any, batch: Batch) -> None:
+        """What one engine batch of ``record``'s partition decided: dead
+        letters, state writes, the Redis projection, triggers, internal
+        messages. The table writes go to the current event's partition, so
+        ``record`` (one of that partition's) is made the current event again
+        (a send may have let another task run)."""
+        counters = self.counters
+        counters.events += batch.events
+        counters.batches += 1
+        counters.timers_fired += batch.timers_fired
+        for letter in batch.dead_letters:
+            await self._dead_letter(record, letter.record, letter.error)
+        for bad in batch.malformed:
+            logger.error(
+                "skipping malformed derived message at %s[%d]@%d: %s",
+                record.message.topic,
+                record.message.partition,
+                bad.record.offset,
+                bad.error,
+            )
+        if batch.writes:
+            _set_current_event(record)
+            table = self.state
+            projection = self.projection
+            model = self.model
+            for key, new in batch.writes.items():
+                table[key] = encode_state(new)
+                revision = new.revision
+                if new.stage == STAGE_ERASED:
+                    projection.erase(new.user_id, revision)
+                elif new.event_count > 0:
+                    fields = {**profile_fields(new, version=revision), **model_fields(model, new)}
+                    projection.stage(new.user_id, revision, fields, profile_indexes(new))
+            counters.state_writes += len(batch.writes)
+        if batch.triggers:
+            emitted_at = now_ms()
+            names = self.trigger_topic_names
+            for trigger in batch.triggers:
+                await self._send(
+                    names[trigger.topic],
+                    trigger.user_id.encode(),
+                    encode_trigger(trigger, emitted_at_ms=emitted_at),
+                )
+            counters.triggers += len(batch.triggers)
+        for message in batch.derived:
+            await self._send_derived(message)
+
+    def _load(self, key: bytes) -> UserState | None:
+        raw = self.state.get(key)
+        if raw is None:
+            return None
+        try:
+            return decode_state(raw)
+        except StateError:
+            logger.exception("user-state for %r is unreadable; starting it afresh", key)
+            return None
+
+    async def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Hand a record to the producer without waiting for its delivery
+        (Faust flushes the producer before it commits offsets, so a record
+        is delivered before the offset of the event that caused it is
+        committed). A failed delivery stops the worker: its offset must not
+        be committed."""
+        delivery = await self.app.producer.send(topic, key, value, None, None, headers)
+        asyncio.ensure_future(delivery).add_done_callback(self._on_delivered)
+
+    def _on_delivered(self, delivery: Any) -> None:
+        if delivery.cancelled() or delivery.exception() is None:
+            return
+        error = delivery.exception()
+        self.counters.send_errors += 1
+        logger.error("a record could not be delivered (%s); stopping the worker", error)
+        self.app.loop.create_task(self.app.crash(error))
+
+    # ---- timers ---------------------------------------------------------------
+    async def fire_timers(self) -> None:
+        """Every tick: send a Due for each user whose deadline passed, on the
+        partitions this worker owns that had no traffic for a moment (the
+        derived agent decides, in-stream; busy partitions decide in their
+        batches)."""
+        deadlines = self.deadlines
+        wall = now_ms()
+        for number in list(deadlines.owned):
+            part = deadlines.parts.get(number)
+            if part is None or not part.timers:
+                continue
+            if time.monotonic() - self._batch_seen.get(number, 0.0) < TIMER_HANDOFF_S:
+                continue  # the partition has traffic: its batches decide what is due
+            until = part.idle_until(wall)
+            if until is None:
+                continue
+            for key in part.pop_due(until):
+                await self._send_derived(Due(key.decode(), until))
+
+    async def _follow_model(self) -> None:
+        await follow_model(self.settings, self._use_model, self._stopping)
+
+    def _use_model(self, model: Model) -> None:
+        """A newly fitted churn model: P(alive) deadlines are computed again."""
+        self.model = model
+        params, unit = model.params, model.unit_days
+        self.engine.p_alive_at = model_p_alive_at(params, unit)
+        if self.engine.refresh_ms is not None:
+            # every profile gets the new model's numbers, spread over minutes
+            self.engine.refresh_since_ms = now_ms()
+        logger.info(
+            "churn model: r=%.4f alpha=%.4f a=%.4f b=%.4f (unit %g days, %d buyers)",
+            params.r, params.alpha, params.a, params.b, unit, model.buyers,
+        )  # fmt: skip
+        if self.deadlines.owned:
+            self.deadlines.rebuild(self.deadlines.owned, self.state.items)
+
+    async def _on_rebalanced(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """After recovery: rebuild the deadline index of the partitions now owned."""
+        events = self.events_topic.get_topic_name()
+        assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events}
+        self.deadlines.rebuild(assigned, self.state.items)
+
+    async def _send_derived(self, message: DerivedMessage) -> None:
+        await self._send(self.derived_topic_name, message.key.encode(), encode_derived(message))
+
+    async def _dead_letter(self, current: Any, record: Record, error: EventError) -> None:
+        """``record`` (of ``current``'s topic and partition) to the dead-letter
+        topic, untouched, with the reason and its source in the headers."""
+        message = current.message
+        headers = dead_letter_headers(error, message.topic, message.partition, record.offset)
+        await self._send(self.dlq_topic_name, record.key, record.value, headers)
+        self.counters.dead_letters += 1
+        logger.info(
+            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, record.offset, error
+        )
+
+    async def flush_projection(self) -> None:
+        await self.projection.flush(time.monotonic())
+
+    async def _on_shutdown(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self._stopping.set()
+        await self.projection.flush(time.monotonic())
+        await self.projection.close()
+
+    def _counters_view(self) -> Any:
+        # Faust calls a page handler as handler(view, request): a plain function.
+        async def counters(view: Any, request: Any) -> Any:
+            return view.json(
+                {
+                    "events": self.counters.events,
+                    "dead_letters": self.counters.dead_letters,
+                    "triggers": self.counters.triggers,
+                    "timers_fired": self.counters.timers_fired,
+                    "send_errors": self.counters.send_errors,
+                    "batches": self.counters.batches,
+                    "state_writes": self.counters.state_writes,
+                    "timers_pending": self.deadlines.pending,
+                    "timer_rebuilds": self.deadlines.rebuilds,
+                    "timer_rebuild_running": self.deadlines.rebuilding,
+                    "timer_rebuild_s": self.deadlines.last_rebuild_s,
+                    "projection_pending": self.projection.pending,
+                    "projection_written": self.projection.written,
+                    "projection_erased": self.projection.erased,
+                    "projection_stale_skipped": self.projection.stale_skipped,
+                }
+            )
+
+        return counters
+
+
+def _set_current_event(record: Any) -> None:
+    """Make ``record`` Faust's current event in this task. A table write goes
+    to the current event's partition — its RocksDB database and changelog
+    partition — so a batch sets, before each user's write, one of that user's
+    records (every record of a key is on the key's partition)."""
+    _current_event.set(weakref.ref(record))

@@ -1,0 +1,42 @@
+"""Running a worker process: build the pipeline, hand it to Faust's worker."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from agents.envvars import redact_url
+from agents.settings import Settings
+from agents.worker import faust_tuning
+from agents.worker.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until SIGTERM/SIGINT (graceful: offsets committed,
+    staged Redis profiles flushed, tables closed)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    faust_tuning.install()
+    pipeline = Pipeline(settings, settings.load_policy())
+    logger.info(
+        "userpulse worker: app %s, Kafka %s, Redis %s, topics prefix %r, store %s",
+        settings.app_id,
+        settings.kafka_bootstrap,
+        redact_url(settings.redis_url.reveal()),
+        settings.topic_prefix,
+        settings.store,
+    )
+    worker = _Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker without its terminal spinner. At log level WARNING or
+    above the spinner sets the root logger to DEBUG (so that it spins on every
+    record): every debug call in aiokafka's and Faust's send paths then builds
+    a LogRecord that is thrown away — 6 % of a busy worker's time."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
