@@ -25,9 +25,13 @@ _SCALARS = (
     "sessions", "activity_day", "activity_bits", "channel", "campaign", "referrer_id",
     "referral_count", "stage", "health", "resurrected_ms", "segment", "tier", "merged_into",
     "revision", "timezone", "stalled_sent", "churn_warned_ms", "sent_day", "sent_count",
-    "evaluated_ms",
+    "evaluated_ms", "events_offset", "derived_offset",
 )  # fmt: skip
 _TUPLES = ("recent_referrals", "recent_events", "merged_from")
+#: the scalars of each layout read: version 3 had no input offsets (read as -1,
+#: none applied: the first redelivery after the upgrade is recognised by the
+#: window of recent event ids, as before)
+_SCALARS_OF = {SCHEMA_VERSION: _SCALARS, 3: _SCALARS[:-2]}
 
 
 def encode_state(state: UserState) -> bytes:
@@ -120,10 +124,11 @@ if set(_SCALARS) | set(_TUPLES) | {
 def _decode_checked(doc: Any) -> UserState:
     """:func:`decode_state` of any document, with what is wrong with it."""
     try:
-        if not isinstance(doc, list) or doc[0] != SCHEMA_VERSION:
+        if not isinstance(doc, list) or doc[0] not in _SCALARS_OF:
             raise StateError(f"unsupported user-state layout (expected version {SCHEMA_VERSION})")
-        n = len(_SCALARS)
-        fields: dict[str, Any] = dict(zip(_SCALARS, doc[1 : 1 + n], strict=True))
+        scalars = _SCALARS_OF[doc[0]]
+        n = len(scalars)
+        fields: dict[str, Any] = dict(zip(scalars, doc[1 : 1 + n], strict=True))
         rest = doc[1 + n :]
         for name, value in zip(_TUPLES, rest, strict=False):
             fields[name] = tuple(value)

@@ -178,8 +178,13 @@ class Batch:
     events: int = 0
     #: the earliest of their event times
     earliest_ms: int | None = None
-    #: events that changed nothing (redeliveries)
+    #: events that changed nothing (an event id the user had already seen)
     duplicates: int = 0
+    #: records at or below their user's applied offset: delivered again after
+    #: a crash or rebalance, skipped (docs/reliability.md)
+    redelivered: int = 0
+    #: the users of those records (their profiles are projected again)
+    redelivered_keys: list[bytes] = field(default_factory=list)
     #: events of anonymous ids already merged, sent on to their user
     forwarded: int = 0
     #: users whose deadlines were decided because they were due
@@ -202,13 +207,19 @@ class _Work:
     once an event was folded into it, mutable (:attr:`working`) until
     something needs it frozen again — reading :attr:`state` freezes it."""
 
-    __slots__ = ("_state", "base_revision", "changes", "deadline", "floor_ms", "working")
+    __slots__ = (
+        "_state", "base_revision", "changes", "deadline", "derived_offset", "events_offset",
+        "floor_ms", "working",
+    )  # fmt: skip
 
     def __init__(self, state: UserState | None, base_revision: int) -> None:
         self._state = state
         self.working: WorkingState | None = None
         self.base_revision = base_revision
         self.changes = 0
+        #: the last record offsets applied, per input topic (stored with the state)
+        self.events_offset = state.events_offset if state is not None else -1
+        self.derived_offset = state.derived_offset if state is not None else -1
         #: the latest time deadlines were decided up to (a guard against a
         #: deadline that deciding does not move)
         self.floor_ms = 0
@@ -234,12 +245,19 @@ class _Work:
         return self.working if self.working is not None else self._state
 
     def stored(self, revision: int) -> UserState | None:
-        """The state to write, its revision set to ``revision``."""
+        """The state to write, its revision set to ``revision`` and its
+        applied offsets to the last records applied."""
         working = self.working
         if working is None:
             state = self._state
-            return evolve(state, {"revision": revision}) if state is not None else None
+            if state is None:
+                return None
+            changes = {"revision": revision, "events_offset": self.events_offset}
+            changes["derived_offset"] = self.derived_offset
+            return evolve(state, changes)
         working.revision = revision
+        working.events_offset = self.events_offset
+        working.derived_offset = self.derived_offset
         self.working = None
         self._state = freeze(working)
         return self._state
@@ -324,7 +342,14 @@ class Engine:
                     except StateError as error:
                         out.malformed.append(Malformed(item, error))
                         continue
-                    self._message(working(message.key.encode()), message, out)
+                    key = message.key.encode()
+                    target = working(key)
+                    if item.offset <= target.derived_offset:
+                        out.redelivered += 1
+                        out.redelivered_keys.append(key)
+                        continue
+                    self._message(target, message, out)
+                    target.derived_offset = item.offset
                     continue
                 try:
                     event = parse_event(item.value or b"", now_ms=now_ms, limits=self.limits)
@@ -334,17 +359,22 @@ class Engine:
                 except EventError as error:
                     out.dead_letters.append(DeadLetter(item, error))
                     continue
-                out.events += 1
                 ts = event.timestamp_ms
                 if ts > partition.stream_ms:
-                    partition.observe(ts)
-                if out.earliest_ms is None or ts < out.earliest_ms:
-                    out.earliest_ms = ts
+                    partition.observe(ts)  # a redelivered event was part of the stream too
                 w = work.get(key)
                 if w is None:
                     w = working(key)
+                if item.offset <= w.events_offset:
+                    out.redelivered += 1
+                    out.redelivered_keys.append(key)
+                    continue
+                out.events += 1
+                if out.earliest_ms is None or ts < out.earliest_ms:
+                    out.earliest_ms = ts
                 if not self._fold_in_place(w, event, out):
                     self._event_on_frozen(w, event, out)
+                w.events_offset = item.offset
             else:
                 self._message(working(item.key.encode()), item, out)
         until = until_ms

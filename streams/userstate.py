@@ -16,7 +16,7 @@ from typing import Any
 from streams import lifecycle
 from streams.policy import DAY_MS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: How many recent event ids per user are remembered to drop redeliveries.
 #: Each costs 19 bytes of serialised state (a 64-bit digest in hex, quoted).
@@ -115,6 +115,11 @@ class UserState:
     merged_into: str | None = None
     #: bumped by every stored change; orders the Redis projection's writes
     revision: int = 0
+    #: offset of the last record of ``user-events`` / ``user-events.derived``
+    #: applied (the user's partition; -1: none): a record at or below it is a
+    #: redelivery (docs/reliability.md)
+    events_offset: int = -1
+    derived_offset: int = -1
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -190,6 +195,8 @@ class WorkingState:
     merged_from: tuple[str, ...]
     merged_into: str | None
     revision: int
+    events_offset: int
+    derived_offset: int
     schema_version: int
 
     @property

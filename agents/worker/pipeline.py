@@ -1,8 +1,10 @@
 """The Faust app: one agent per input topic, a changelog-backed state table,
 the Redis projection flushed by a timer, triggers sent to their topics.
 
-The agent only decodes, calls the pure core, writes the table and sends;
-every decision lives in :mod:`streams`.
+The agent only reads, calls the pure core and hands what it decided to the
+committer (:mod:`agents.committer`), which makes it durable in the order of
+docs/reliability.md before the input offsets are committed; every decision
+lives in :mod:`streams`.
 """
 
 from __future__ import annotations
@@ -10,19 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
-from faust.streams import _current_event
 
 from agents.kafka.deadletters import dead_letter_headers
 from agents.kafka.model_topic import Model, follow_model
 from agents.redis.projection import RedisProjection
 from agents.settings import Settings
+from agents.worker.committer import Committer, Effects, Send
 from agents.worker.deadlines import Deadlines
 from agents.worker.model import model_fields, model_p_alive_at
+from agents.worker.store import BatchStore, store_url
 from streams import topics
 from streams.derived import DerivedMessage, Due, encode_derived
 from streams.engine import Batch, Engine, Record
@@ -59,6 +62,8 @@ class Counters:
     send_errors: int = 0
     batches: int = 0
     state_writes: int = 0
+    #: records skipped because their user had applied them (after a crash or rebalance)
+    redelivered: int = 0
 
 
 class Pipeline:
@@ -81,7 +86,7 @@ class Pipeline:
         self.app = faust.App(
             settings.app_id,
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
-            store=settings.store,
+            store=store_url(settings.store),
             datadir=str(settings.data_dir),
             web_port=settings.web_port,
             topic_partitions=settings.partitions,
@@ -99,6 +104,9 @@ class Pipeline:
             broker_commit_every=1_000_000,
             # room for several full batches between the fetcher and the agent
             stream_buffer_maxsize=16384,
+            # a rebalance waits until every record taken is committed by the
+            # committer (Faust's default, said explicitly: the guarantee needs it)
+            stream_wait_empty=True,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
         )
@@ -158,6 +166,13 @@ class Pipeline:
         #: when a batch last came from each partition (monotonic seconds)
         self._batch_seen: dict[int, float] = {}
         self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
+        #: makes each batch durable in order, then acknowledges its records
+        self.committer = Committer(
+            self._producer_send,
+            self.state.changelog_topic.get_topic_name(),
+            self._store,
+            on_error=self.app.crash,
+        )
         self._stopping = asyncio.Event()
         self.app.task(self._follow_model)
         self.app.on_rebalance_complete.connect(self._on_rebalanced)
@@ -165,104 +180,138 @@ class Pipeline:
     async def process(self, stream: Any) -> None:
         """The user-events agent: a batch at a time — up to
         ``USERPULSE_BATCH_MAX_EVENTS`` events, or what arrived within
-        ``USERPULSE_BATCH_WAIT_MS`` — through the engine (:meth:`run`). Faust
-        acknowledges a batch's events (their offsets become committable) only
-        after the batch is processed."""
+        ``USERPULSE_BATCH_WAIT_MS`` — through the engine (:meth:`run`). The
+        committer acknowledges a batch's records (their offsets become
+        committable) once everything the batch decided is durable."""
         batch_max = self.settings.batch_max_events
         within = self.settings.batch_wait_ms / 1000
-        async for records in stream.take_events(batch_max, within=within):
-            await self.run(records, derived=False)
+        async for records in stream.noack_take(batch_max, within=within):
+            await self.run(records, stream, derived=False)
 
     async def process_derived(self, stream: Any) -> None:
         """The derived-messages agent: identity merges, referral credits and
         timer deadlines (see :mod:`streams.derived`), through the same engine."""
         batch_max = self.settings.batch_max_events
         within = self.settings.batch_wait_ms / 1000
-        async for records in stream.take_events(batch_max, within=within):
-            await self.run(records, derived=True)
+        async for records in stream.noack_take(batch_max, within=within):
+            await self.run(records, stream, derived=True)
 
-    async def run(self, records: list[Any], *, derived: bool) -> None:
+    async def run(self, records: list[Any], stream: Any, *, derived: bool) -> None:
         """Hand each partition's share of ``records`` to the engine, then
-        write, project and send what it decided."""
+        what it decided to the committer."""
         by_partition: dict[int, list[Record]] = {}
-        last: dict[int, Any] = {}
+        taken: dict[int, list[Any]] = {}
         for record in records:
             message = record.message
             number: int = message.partition
             inputs = by_partition.get(number)
             if inputs is None:
                 inputs = by_partition[number] = []
+                taken[number] = []
             inputs.append(Record(record.key, record.value, message.offset, derived))
-            last[number] = record
+            taken[number].append(record)
         seen_at = time.monotonic()
         for number, inputs in by_partition.items():
-            # the table reads and writes the current event's partition (its
-            # RocksDB database and changelog partition): one of this partition's
-            _set_current_event(last[number])
             batch = self.engine.run(
-                self.deadlines.part(number), inputs, self._load, now_ms=now_ms()
+                self.deadlines.part(number), inputs, self._loader(number), now_ms=now_ms()
             )
             self.deadlines.stored(batch.writes)
             if not derived:
                 self._batch_seen[number] = seen_at
-            await self._apply(last[number], batch)
+            effects = self._effects(number, taken[number], batch)
+            effects.ack = stream.ack
+            await self.committer.submit(effects)
 
-    async def _apply(self, record: Any, batch: Batch) -> None:
-        """What one engine batch of ``record``'s partition decided: dead
-        letters, state writes, the Redis projection, triggers, internal
-        messages. The table writes go to the current event's partition, so
-        ``record`` (one of that partition's) is made the current event again
-        (a send may have let another task run)."""
+    def _effects(self, number: int, records: list[Any], batch: Batch) -> Effects:
+        """What one engine batch of partition ``number`` decided, as the
+        committer makes it durable: the sends (dead letters, triggers,
+        internal messages) and the new states; the profiles of the changed
+        and of the redelivered users are staged for Redis."""
         counters = self.counters
         counters.events += batch.events
         counters.batches += 1
         counters.timers_fired += batch.timers_fired
+        counters.redelivered += batch.redelivered
+        effects = Effects(number, inputs=records)
+        sends = effects.sends
+        topic = records[0].message.topic
         for letter in batch.dead_letters:
-            await self._dead_letter(record, letter.record, letter.error)
+            sends.append(self._dead_letter(topic, number, letter.record, letter.error))
         for bad in batch.malformed:
             logger.error(
                 "skipping malformed derived message at %s[%d]@%d: %s",
-                record.message.topic,
-                record.message.partition,
-                bad.record.offset,
-                bad.error,
-            )
-        if batch.writes:
-            _set_current_event(record)
-            table = self.state
-            projection = self.projection
-            model = self.model
-            for key, new in batch.writes.items():
-                table[key] = encode_state(new)
-                revision = new.revision
-                if new.stage == STAGE_ERASED:
-                    projection.erase(new.user_id, revision)
-                elif new.event_count > 0:
-                    fields = {**profile_fields(new, version=revision), **model_fields(model, new)}
-                    projection.stage(new.user_id, revision, fields, profile_indexes(new))
-            counters.state_writes += len(batch.writes)
+                topic, number, bad.record.offset, bad.error,
+            )  # fmt: skip
         if batch.triggers:
             emitted_at = now_ms()
             names = self.trigger_topic_names
             for trigger in batch.triggers:
-                await self._send(
-                    names[trigger.topic],
-                    trigger.user_id.encode(),
-                    encode_trigger(trigger, emitted_at_ms=emitted_at),
-                )
+                value = encode_trigger(trigger, emitted_at_ms=emitted_at)
+                sends.append((names[trigger.topic], trigger.user_id.encode(), value, None))
             counters.triggers += len(batch.triggers)
+        derived = self.derived_topic_name
         for message in batch.derived:
-            await self._send_derived(message)
+            sends.append((derived, message.key.encode(), encode_derived(message), None))
+        writes = effects.writes
+        for key, new in batch.writes.items():
+            writes[key] = (new, encode_state(new))
+            self._project(new)
+        counters.state_writes += len(batch.writes)
+        if batch.redelivered_keys:
+            load = self._loader(number)
+            for key in dict.fromkeys(batch.redelivered_keys):
+                if key not in writes:
+                    state = load(key)
+                    if state is not None:
+                        self._project(state)  # the one write a crash can have lost
+        return effects
 
-    def _load(self, key: bytes) -> UserState | None:
-        raw = self.state.get(key)
-        if raw is None:
-            return None
-        try:
-            return decode_state(raw)
-        except StateError:
-            logger.exception("user-state for %r is unreadable; starting it afresh", key)
-            return None
+    def _project(self, state: UserState) -> None:
+        """Stage ``state``'s profile for Redis (its revision orders the writes)."""
+        revision = state.revision
+        if state.stage == STAGE_ERASED:
+            self.projection.erase(state.user_id, revision)
+        elif state.event_count > 0:
+            fields = {**profile_fields(state, version=revision), **model_fields(self.model, state)}
+            self.projection.stage(state.user_id, revision, fields, profile_indexes(state))
+
+    def _store(self) -> BatchStore:
+        return cast(BatchStore, self.state.data)
+
+    def _loader(self, number: int) -> Any:
+        """Reads a user's state of partition ``number``: the committer's
+        pending state first (not yet stored locally), else the local store."""
+        pending = self.committer.pending_state
+        get = self._store().get_in
+
+        def load(key: bytes) -> UserState | None:
+            known, state = pending(key)
+            if known:
+                return state
+            raw = get(number, key)
+            if raw is None:
+                return None
+            try:
+                return decode_state(raw)
+            except StateError:
+                logger.exception("user-state for %r is unreadable; starting it afresh", key)
+                return None
+
+        return load
+
+    async def _producer_send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> Awaitable[Any]:
+        """Hand a record to the producer; the awaitable resolves on its acknowledgement."""
+        delivery: Awaitable[Any] = await self.app.producer.send(
+            topic, key, value, partition, None, headers
+        )
+        return delivery
 
     async def _send(
         self,
@@ -334,22 +383,21 @@ class Pipeline:
     async def _send_derived(self, message: DerivedMessage) -> None:
         await self._send(self.derived_topic_name, message.key.encode(), encode_derived(message))
 
-    async def _dead_letter(self, current: Any, record: Record, error: EventError) -> None:
-        """``record`` (of ``current``'s topic and partition) to the dead-letter
+    def _dead_letter(self, topic: str, partition: int, record: Record, error: EventError) -> Send:
+        """``record`` (of ``topic`` and ``partition``) for the dead-letter
         topic, untouched, with the reason and its source in the headers."""
-        message = current.message
-        headers = dead_letter_headers(error, message.topic, message.partition, record.offset)
-        await self._send(self.dlq_topic_name, record.key, record.value, headers)
+        headers = dead_letter_headers(error, topic, partition, record.offset)
         self.counters.dead_letters += 1
-        logger.info(
-            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, record.offset, error
-        )
+        logger.info("dead-lettered %s[%d]@%d: %s", topic, partition, record.offset, error)
+        return (self.dlq_topic_name, record.key, record.value, headers)
 
     async def flush_projection(self) -> None:
         await self.projection.flush(time.monotonic())
 
     async def _on_shutdown(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self._stopping.set()
+        await self.committer.drain()
+        await self.committer.stop()
         await self.projection.flush(time.monotonic())
         await self.projection.close()
 
@@ -365,6 +413,10 @@ class Pipeline:
                     "send_errors": self.counters.send_errors,
                     "batches": self.counters.batches,
                     "state_writes": self.counters.state_writes,
+                    "redelivered": self.counters.redelivered,
+                    "commit_backlog": self.committer.backlog,
+                    "pending_states": len(self.committer.pending),
+                    "changelog_records": self.committer.changelog_records,
                     "timers_pending": self.deadlines.pending,
                     "timer_rebuilds": self.deadlines.rebuilds,
                     "timer_rebuild_running": self.deadlines.rebuilding,
@@ -377,11 +429,3 @@ class Pipeline:
             )
 
         return counters
-
-
-def _set_current_event(record: Any) -> None:
-    """Make ``record`` Faust's current event in this task. A table write goes
-    to the current event's partition — its RocksDB database and changelog
-    partition — so a batch sets, before each user's write, one of that user's
-    records (every record of a key is on the key's partition)."""
-    _current_event.set(weakref.ref(record))

@@ -119,9 +119,11 @@ def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
 def comparable(state: UserState) -> dict[str, Any]:
     """A state as both runs must agree on it: all but the revision (a write
     counter: the live worker decides deadlines while idle between the phases,
-    a change of its own, where the back-test decides them with the next event)."""
-    doc = {name: getattr(state, name) for name in state.__slots__ if name != "revision"}
-    return doc
+    a change of its own, where the back-test decides them with the next event)
+    and the input offsets applied (Kafka's offsets in one, line numbers and
+    none for internal messages in the other)."""
+    ignored = ("revision", "events_offset", "derived_offset")
+    return {name: getattr(state, name) for name in state.__slots__ if name not in ignored}
 
 
 def trigger_view(doc: dict[str, Any]) -> tuple[str, bytes]:

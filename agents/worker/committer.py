@@ -1,0 +1,184 @@
+"""Makes each batch's effects durable in the order docs/reliability.md
+argues for, and only then lets Faust commit the batch's input offsets:
+
+1. the sends (triggers, internal messages, dead letters), acknowledged;
+2. the new states on the changelog, acknowledged;
+3. the states in the partition's RocksDB database with the changelog offset
+   they reach, in one write batch;
+4. the input records acknowledged to Faust (their offsets committable).
+
+Until step 3 a new state lives only in :attr:`Committer.pending`, which the
+engine reads first: the next batches see it at once, a crash forgets it. One
+task takes the batches in order; it takes every batch waiting at once, so a
+busy worker pays each round trip once per group of batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.types import TP
+
+from agents.worker.store import BatchStore
+from streams.state import UserState
+
+logger = logging.getLogger(__name__)
+
+#: ``(topic, key, value, headers)`` of a record to send
+Send = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+#: hands a record to the producer; the awaitable resolves on its acknowledgement
+Producer = Callable[[str, bytes | None, bytes | None, int | None, Any], Awaitable[Awaitable[Any]]]
+#: acknowledges one input record to Faust
+Ack = Callable[[Any], Awaitable[Any]]
+
+#: Batches the engine may run ahead of the committer before it waits.
+MAX_PENDING_BATCHES = 8
+
+
+@dataclass
+class Effects:
+    """What one engine batch of one partition decided, to make durable."""
+
+    partition: int
+    #: records to send, in the order the engine decided them
+    sends: list[Send] = field(default_factory=list)
+    #: the partition's new states: key → (state, its encoded bytes; None deletes)
+    writes: dict[bytes, tuple[UserState | None, bytes | None]] = field(default_factory=dict)
+    #: the input records to acknowledge once everything above is durable
+    inputs: Sequence[Any] = ()
+    #: how to acknowledge them (the stream they came from)
+    ack: Ack | None = None
+
+
+@dataclass
+class _Pending:
+    state: UserState | None
+    batch: int
+
+
+class Committer:
+    """The one task that makes batches durable, in the order they were made."""
+
+    def __init__(
+        self,
+        send: Producer,
+        changelog_topic: str,
+        store: Callable[[], BatchStore],
+        *,
+        on_error: Callable[[BaseException], Awaitable[Any]],
+        max_pending: int = MAX_PENDING_BATCHES,
+    ) -> None:
+        self._send = send
+        self.changelog_topic = changelog_topic
+        self._store = store
+        self._on_error = on_error
+        #: key → the newest state not yet in the local database
+        self.pending: dict[bytes, _Pending] = {}
+        self._queue: asyncio.Queue[tuple[int, Effects]] = asyncio.Queue(max_pending)
+        self._made = 0
+        self._task: asyncio.Task[None] | None = None
+        #: what the committer has made durable (exposed on /counters/)
+        self.committed_batches = 0
+        self.committed_groups = 0
+        self.changelog_records = 0
+
+    def pending_state(self, key: bytes) -> tuple[bool, UserState | None]:
+        """(True, state) when ``key`` has a state not yet stored locally."""
+        entry = self.pending.get(key)
+        if entry is None:
+            return False, None
+        return True, entry.state
+
+    @property
+    def backlog(self) -> int:
+        """Batches handed over and not yet committed."""
+        return self._queue.qsize()
+
+    async def submit(self, effects: Effects) -> None:
+        """Hand over one batch's effects (its new states are visible to
+        :meth:`pending_state` at once); waits while the committer is
+        :data:`MAX_PENDING_BATCHES` behind."""
+        self._made += 1
+        number = self._made
+        for key, (state, _) in effects.writes.items():
+            self.pending[key] = _Pending(state, number)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        await self._queue.put((number, effects))
+
+    async def drain(self) -> None:
+        """Wait until every batch handed over is committed."""
+        await self._queue.join()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            group = [await queue.get()]
+            while not queue.empty():
+                group.append(queue.get_nowait())
+            try:
+                await self._commit(group)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as error:  # a send or write failed: nothing more is committed
+                logger.error("could not make a batch durable (%s); stopping the worker", error)
+                await self._on_error(error)
+                return
+            finally:
+                for _ in group:
+                    queue.task_done()
+
+    async def _commit(self, group: list[tuple[int, Effects]]) -> None:
+        send = self._send
+        # 1. the sends, acknowledged
+        deliveries = []
+        for _, effects in group:
+            for topic, key, value, headers in effects.sends:
+                deliveries.append(await send(topic, key, value, None, headers))
+        if deliveries:
+            await asyncio.gather(*deliveries)
+        # 2. the states on the changelog, acknowledged (a later batch's state wins)
+        newest: dict[int, dict[bytes, tuple[int, bytes | None]]] = {}
+        for number, effects in group:
+            part = newest.setdefault(effects.partition, {})
+            for key, (_, raw) in effects.writes.items():
+                part[key] = (number, raw)
+        changelog = self.changelog_topic
+        acked: dict[int, list[Awaitable[Any]]] = {}
+        for partition, writes in newest.items():
+            acked[partition] = [
+                await send(changelog, key, raw, partition, None) for key, (_, raw) in writes.items()
+            ]
+        # 3. the states in the local database, with the changelog offset they reach
+        store = self._store()
+        for partition, futures in acked.items():
+            if not futures:
+                continue
+            metadata = await asyncio.gather(*futures)
+            offset = max(m.offset for m in metadata)
+            writes = newest[partition]
+            store.write_batch(
+                TP(changelog, partition), {k: raw for k, (_, raw) in writes.items()}, offset
+            )
+            self.changelog_records += len(futures)
+            pending = self.pending
+            for key, (number, _) in writes.items():
+                entry = pending.get(key)
+                if entry is not None and entry.batch == number:
+                    del pending[key]  # not superseded by a later batch
+        # 4. the inputs acknowledged to Faust
+        for _, effects in group:
+            if effects.ack is not None:
+                for record in effects.inputs:
+                    await effects.ack(record)
+        self.committed_batches += len(group)
+        self.committed_groups += 1
