@@ -320,11 +320,10 @@ class Pipeline:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Hand a record to the producer without waiting for its delivery
-        (Faust flushes the producer before it commits offsets, so a record
-        is delivered before the offset of the event that caused it is
-        committed). A failed delivery stops the worker: its offset must not
-        be committed."""
+        """Hand a timer's ``Due`` to the producer without waiting for its
+        delivery: it is derived from memory (the deadline index), not from an
+        input, so a ``Due`` lost in a crash is sent again by the rebuilt
+        index. A failed delivery stops the worker."""
         delivery = await self.app.producer.send(topic, key, value, None, None, headers)
         asyncio.ensure_future(delivery).add_done_callback(self._on_delivered)
 
