@@ -111,8 +111,14 @@ class Committer:
         await self._queue.put((number, effects))
 
     async def drain(self) -> None:
-        """Wait until every batch handed over is committed."""
-        await self._queue.join()
+        """Wait until every batch handed over is committed (or the committer
+        stopped on an error: what it had not committed stays uncommitted)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        joined = asyncio.ensure_future(self._queue.join())
+        await asyncio.wait({joined, task}, return_when=asyncio.FIRST_COMPLETED)
+        joined.cancel()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -23,6 +22,7 @@ from agents.kafka.model_topic import Model, follow_model
 from agents.redis.projection import RedisProjection
 from agents.settings import Settings
 from agents.worker.committer import Committer, Effects, Send
+from agents.worker.counters import Counters, snapshot
 from agents.worker.deadlines import Deadlines
 from agents.worker.model import model_fields, model_p_alive_at
 from agents.worker.store import BatchStore, store_url
@@ -49,21 +49,6 @@ TIMER_HANDOFF_S = 0.25
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass
-class Counters:
-    """What the worker has done since it started (exposed on /counters/)."""
-
-    events: int = 0
-    dead_letters: int = 0
-    triggers: int = 0
-    timers_fired: int = 0
-    send_errors: int = 0
-    batches: int = 0
-    state_writes: int = 0
-    #: records skipped because their user had applied them (after a crash or rebalance)
-    redelivered: int = 0
 
 
 class Pipeline:
@@ -404,27 +389,7 @@ class Pipeline:
         # Faust calls a page handler as handler(view, request): a plain function.
         async def counters(view: Any, request: Any) -> Any:
             return view.json(
-                {
-                    "events": self.counters.events,
-                    "dead_letters": self.counters.dead_letters,
-                    "triggers": self.counters.triggers,
-                    "timers_fired": self.counters.timers_fired,
-                    "send_errors": self.counters.send_errors,
-                    "batches": self.counters.batches,
-                    "state_writes": self.counters.state_writes,
-                    "redelivered": self.counters.redelivered,
-                    "commit_backlog": self.committer.backlog,
-                    "pending_states": len(self.committer.pending),
-                    "changelog_records": self.committer.changelog_records,
-                    "timers_pending": self.deadlines.pending,
-                    "timer_rebuilds": self.deadlines.rebuilds,
-                    "timer_rebuild_running": self.deadlines.rebuilding,
-                    "timer_rebuild_s": self.deadlines.last_rebuild_s,
-                    "projection_pending": self.projection.pending,
-                    "projection_written": self.projection.written,
-                    "projection_erased": self.projection.erased,
-                    "projection_stale_skipped": self.projection.stale_skipped,
-                }
+                snapshot(self.counters, self.committer, self.deadlines, self.projection)
             )
 
         return counters
