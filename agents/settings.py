@@ -28,7 +28,8 @@ from agents.envvars import (
     setting,
 )
 from streams.errors import ConfigError
-from streams.policy import DEFAULT_POLICY, Policy, parse_policy
+from streams.policy import DEFAULT_POLICY, Policy
+from streams.policy_file import parse_policy
 
 T = TypeVar("T")
 

@@ -29,7 +29,8 @@ import orjson
 from benchmarks import harness
 from benchmarks.harness import Bench, log
 from benchmarks.pipeline import Prepared, add_size_arguments, prepare
-from streams.events import Limits, parse_event
+from streams.contract import Limits
+from streams.events import parse_event
 
 
 async def _consume(

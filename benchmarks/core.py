@@ -35,12 +35,15 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks.generator import generate
+from streams.batch import Input, Record
+from streams.codec import decode_state, encode_state
+from streams.contract import Limits
 from streams.derived import DerivedMessage
-from streams.engine import Engine, Input, Partition, Record
-from streams.events import Limits
+from streams.engine import Engine
+from streams.partition import Partition
 from streams.partitioning import partition_of
 from streams.policy import DEFAULT_POLICY
-from streams.state import UserState, decode_state, encode_state
+from streams.userstate import UserState
 
 BATCH = 1000
 PARTITIONS = 8

@@ -258,7 +258,8 @@ def cart_policy(delay_s: int = 2) -> tuple[str, tuple[float, ...]] | None:
     2×, 3× … one per step) and no quiet hours or daily cap, and the delays;
     None when this build has no such policy."""
     from streams.errors import ConfigError
-    from streams.policy import DEFAULT_POLICY, parse_policy
+    from streams.policy import DEFAULT_POLICY
+    from streams.policy_file import parse_policy
 
     try:
         parse_policy("[cart]\n", source="benchmark probe")
@@ -294,7 +295,7 @@ def cart_policy(delay_s: int = 2) -> tuple[str, tuple[float, ...]] | None:
             ),
         )
     try:
-        from streams.policy import policy_to_toml
+        from streams.policy_keys import policy_to_toml
 
         text = policy_to_toml(policy)
         parse_policy(text, source="benchmark cart policy")

@@ -1,6 +1,5 @@
 """The stored layout of a user's state: a compact positional orjson array
-led by the schema version (:func:`encode_state` / :func:`decode_state`).
-``streams.state`` re-exports both."""
+led by the schema version (:func:`encode_state` / :func:`decode_state`)."""
 
 from __future__ import annotations
 

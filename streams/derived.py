@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 
+from streams.codec import decode_state, encode_state
 from streams.errors import StateError
 from streams.events import Event
-from streams.state import UserState, decode_state, encode_state
+from streams.userstate import UserState
 
 
 @dataclass(frozen=True, slots=True)

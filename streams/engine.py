@@ -7,11 +7,12 @@ where the records come from and where the results go.
 In: one partition's records in offset order — events of ``user-events`` as
 raw bytes (validated here) and internal messages of ``user-events.derived``
 (raw, or already decoded) — the partition's clock and deadline index
-(:class:`Partition`), a way to load a user's stored state, the policy and
-the churn model. Out: a :class:`Batch` — one state write per changed user
-(its revision advanced once per change), the triggers in decision order, the
-internal messages to send, the dead letters with their reasons; each written
-user's next deadline is set in the partition's index.
+(:class:`~streams.partition.Partition`), a way to load a user's stored
+state, the policy and the churn model. Out: a :class:`~streams.batch.Batch`
+— one state write per changed user (its revision advanced once per change),
+the triggers in decision order, the internal messages to send, the dead
+letters with their reasons; each written user's next deadline is set in the
+partition's index.
 
 **Order.** A user's inputs are handled in offset order. Users never see each
 other inside the engine (an effect on another key travels as an internal
@@ -34,7 +35,7 @@ decided (docs/ingestion.md).
 **Speed.** In the common case — a live user with no deadline before the
 event, an event that is no erasure and sends no internal message — a user's
 events are folded into one mutable working state per batch
-(:class:`~streams.state.WorkingState`, :func:`~streams.state.fold_into`),
+(:class:`~streams.userstate.WorkingState`, :func:`~streams.state.fold_into`),
 frozen once for the write; every other case, and every internal message and
 deadline, is decided on frozen states by the very functions the fold uses.
 Both give the same states and triggers (docs/benchmarks.md, "The engine
@@ -44,10 +45,21 @@ alone").
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Iterable
+from dataclasses import dataclass
 
+from streams.batch import (
+    UNKNOWN_DEADLINE,
+    Batch,
+    DeadLetter,
+    Input,
+    Loader,
+    Malformed,
+    Record,
+    UserWork,
+)
+from streams.churn import PAliveAt, returned, win_back
+from streams.contract import Limits
 from streams.derived import (
     Alias,
     DerivedMessage,
@@ -58,209 +70,23 @@ from streams.derived import (
     decode_derived,
 )
 from streams.errors import EventError, StateError
-from streams.events import Event, Limits, parse_event
+from streams.events import Event, parse_event
 from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
+from streams.partition import Partition
 from streams.policy import DEFAULT_POLICY, Policy, precomputed
 from streams.referral import credits_to_send, on_referral_credit
-from streams.state import (
+from streams.state import apply, erased_marker, event_digest, fold_into
+from streams.timed import deadline_of, decide_on_time, next_deadline, run_until
+from streams.triggers import Trigger, decide_changes, decide_on_event
+from streams.userstate import (
     ERASURE_EVENT,
     STAGE_ERASED,
     STAGE_MERGED,
     AnyState,
     UserState,
-    WorkingState,
-    apply,
-    erased_marker,
-    event_digest,
-    evolve,
-    fold_into,
-    freeze,
     fresh,
     thaw,
 )
-from streams.timed import (
-    PAliveAt,
-    TimerIndex,
-    deadline_of,
-    decide_on_time,
-    next_deadline,
-    returned,
-    run_until,
-    win_back,
-)
-from streams.triggers import Trigger, decide_changes, decide_on_event
-
-Clock = Literal["wall", "stream"]
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record of a partition, as read: the key and value bytes and the offset."""
-
-    key: bytes | None
-    value: bytes | None
-    offset: int
-    #: from the internal topic (``user-events.derived``), not ``user-events``
-    derived: bool = False
-
-
-#: What a batch holds: records as read, or internal messages already decoded
-#: (the back-test hands them over without encoding them).
-Input = Record | DerivedMessage
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """An invalid record and why: it goes to the dead-letter topic untouched."""
-
-    record: Record
-    error: EventError
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """An internal message that could not be decoded (a bug, not bad input)."""
-
-    record: Record
-    error: StateError
-
-
-@dataclass
-class Partition:
-    """What the engine remembers of one partition between batches: its clock
-    and the deadline index of its users (memory only: rebuilt from the
-    stored states after a restart or rebalance)."""
-
-    number: int
-    clock: Clock = "stream"
-    #: stream clock: fire deadlines in-stream once stream time is this far
-    #: past them (None: only on the user's next input or when idle)
-    lateness_ms: int | None = None
-    #: the highest event time seen (0: none yet)
-    stream_ms: int = 0
-    timers: TimerIndex = field(default_factory=TimerIndex)
-
-    def observe(self, timestamp_ms: int) -> None:
-        if timestamp_ms > self.stream_ms:
-            self.stream_ms = timestamp_ms
-
-    def busy_until(self, wall_ms: int) -> int | None:
-        """Up to when a batch decides the partition's due deadlines (None: not in-stream)."""
-        if self.clock == "wall":
-            return wall_ms
-        if self.lateness_ms is None or not self.stream_ms:
-            return None
-        return self.stream_ms - self.lateness_ms
-
-    def idle_until(self, wall_ms: int) -> int | None:
-        """Up to when deadlines are due while the partition has no traffic."""
-        if self.clock == "wall":
-            return wall_ms
-        return self.stream_ms or None
-
-    def pop_due(self, until_ms: int) -> list[bytes]:
-        """Take the keys whose deadline is at or before ``until_ms`` off the index."""
-        return [key for key, _deadline in self.timers.pop_due(until_ms)]
-
-
-@dataclass(slots=True)
-class Batch:
-    """What one batch did: write, send and count this."""
-
-    #: one state per changed user, revision advanced (an erasure leaves its marker)
-    writes: dict[bytes, UserState] = field(default_factory=dict)
-    triggers: list[Trigger] = field(default_factory=list)
-    #: internal messages for other keys' partitions (``user-events.derived``)
-    derived: list[DerivedMessage] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    malformed: list[Malformed] = field(default_factory=list)
-    #: valid events of ``user-events`` (forwarded events count where they land)
-    events: int = 0
-    #: the earliest of their event times
-    earliest_ms: int | None = None
-    #: events that changed nothing (an event id the user had already seen)
-    duplicates: int = 0
-    #: records at or below their user's applied offset: delivered again after
-    #: a crash or rebalance, skipped (docs/reliability.md)
-    redelivered: int = 0
-    #: the users of those records (their profiles are projected again)
-    redelivered_keys: list[bytes] = field(default_factory=list)
-    #: events of anonymous ids already merged, sent on to their user
-    forwarded: int = 0
-    #: users whose deadlines were decided because they were due
-    timers_fired: int = 0
-    #: changes folded into the writes (a user's revision advances by its share)
-    changes: int = 0
-    #: users erased (``user_deleted``)
-    erasures: int = 0
-
-
-Loader = Callable[[bytes], UserState | None]
-
-
-#: :attr:`_Work.deadline` not computed since the state last changed
-_UNKNOWN = -1
-
-
-class _Work:
-    """A user's state inside one batch: stored (frozen, :attr:`state`) or,
-    once an event was folded into it, mutable (:attr:`working`) until
-    something needs it frozen again — reading :attr:`state` freezes it."""
-
-    __slots__ = (
-        "_state", "base_revision", "changes", "deadline", "derived_offset", "events_offset",
-        "floor_ms", "working",
-    )  # fmt: skip
-
-    def __init__(self, state: UserState | None, base_revision: int) -> None:
-        self._state = state
-        self.working: WorkingState | None = None
-        self.base_revision = base_revision
-        self.changes = 0
-        #: the last record offsets applied, per input topic (stored with the state)
-        self.events_offset = state.events_offset if state is not None else -1
-        self.derived_offset = state.derived_offset if state is not None else -1
-        #: the latest time deadlines were decided up to (a guard against a
-        #: deadline that deciding does not move)
-        self.floor_ms = 0
-        #: next_deadline of the current state (_UNKNOWN: not computed yet)
-        self.deadline: int | None = _UNKNOWN
-
-    @property
-    def state(self) -> UserState | None:
-        if self.working is not None:
-            self._state = freeze(self.working)
-            self.working = None
-        return self._state
-
-    @state.setter
-    def state(self, state: UserState | None) -> None:
-        self._state = state
-        self.working = None
-        self.deadline = _UNKNOWN
-
-    @property
-    def current(self) -> AnyState | None:
-        """The state as it is now, frozen or not (for reading only)."""
-        return self.working if self.working is not None else self._state
-
-    def stored(self, revision: int) -> UserState | None:
-        """The state to write, its revision set to ``revision`` and its
-        applied offsets to the last records applied."""
-        working = self.working
-        if working is None:
-            state = self._state
-            if state is None:
-                return None
-            changes = {"revision": revision, "events_offset": self.events_offset}
-            changes["derived_offset"] = self.derived_offset
-            return evolve(state, changes)
-        working.revision = revision
-        working.events_offset = self.events_offset
-        working.derived_offset = self.derived_offset
-        self.working = None
-        self._state = freeze(working)
-        return self._state
 
 
 class Engine:
@@ -325,13 +151,13 @@ class Engine:
         wall clock: what events are validated against, and the time on the
         wall clock. ``load`` reads a user's stored state."""
         out = Batch()
-        work: dict[bytes, _Work] = {}
+        work: dict[bytes, UserWork] = {}
 
-        def working(key: bytes) -> _Work:
+        def working(key: bytes) -> UserWork:
             w = work.get(key)
             if w is None:
                 state = load(key)
-                w = work[key] = _Work(state, state.revision if state is not None else 0)
+                w = work[key] = UserWork(state, state.revision if state is not None else 0)
             return w
 
         for item in inputs:
@@ -403,12 +229,12 @@ class Engine:
         return out
 
     # ---- one input of one user --------------------------------------------------
-    def _event(self, w: _Work, event: Event, out: Batch) -> None:
+    def _event(self, w: UserWork, event: Event, out: Batch) -> None:
         """An event of the user's (from ``user-events``, or forwarded to it)."""
         if not self._fold_in_place(w, event, out):
             self._event_on_frozen(w, event, out)
 
-    def _event_on_frozen(self, w: _Work, event: Event, out: Batch) -> None:
+    def _event_on_frozen(self, w: UserWork, event: Event, out: Batch) -> None:
         """:meth:`_event` in every case, on frozen states."""
         state = w.state
         forward = forward_to(state, event)
@@ -438,7 +264,7 @@ class Engine:
         w.changes += 1
         w.floor_ms = max(w.floor_ms, event.timestamp_ms - 1)
 
-    def _fold_in_place(self, w: _Work, event: Event, out: Batch) -> bool:
+    def _fold_in_place(self, w: UserWork, event: Event, out: Batch) -> bool:
         """:meth:`_event` for the common case, on the mutable working state:
         a live user (or one never seen) with no deadline before the event,
         an event that is not an erasure and sends no internal message (no
@@ -454,7 +280,7 @@ class Engine:
             return False
         ts = event.timestamp_ms
         working = w.working
-        stored = w._state if working is None else None
+        stored = w.frozen if working is None else None
         state: AnyState | None = working if working is not None else stored
         pre = self._pre
         if pre.policy is not self.policy:
@@ -468,7 +294,7 @@ class Engine:
             if state.stage == STAGE_ERASED or state.merged_into is not None:
                 return False
             deadline = w.deadline
-            if deadline == _UNKNOWN:
+            if deadline == UNKNOWN_DEADLINE:
                 deadline = w.deadline = deadline_of(state, pre, self.p_alive_at)
             if deadline is not None and deadline < ts:
                 return False  # deadlines to decide first, at their own time
@@ -492,13 +318,13 @@ class Engine:
                 out.triggers += decide_changes(before, working, event)
             if warned is not None:
                 out.triggers += returned(warned, last_seen, working, event, pre.policy.delivery)
-        w.deadline = _UNKNOWN
+        w.deadline = UNKNOWN_DEADLINE
         w.changes += 1
         if ts - 1 > w.floor_ms:
             w.floor_ms = ts - 1
         return True
 
-    def _message(self, w: _Work, message: DerivedMessage, out: Batch) -> None:
+    def _message(self, w: UserWork, message: DerivedMessage, out: Batch) -> None:
         """An internal message for this user (see :mod:`streams.derived`)."""
         old = w.state
         policy = self.policy
@@ -536,7 +362,7 @@ class Engine:
         w.state = new
         w.changes += 1
 
-    def _due(self, w: _Work, until_ms: int, out: Batch) -> None:
+    def _due(self, w: UserWork, until_ms: int, out: Batch) -> None:
         """The user's deadlines up to ``until_ms`` have passed: decide them."""
         new, timed = run_until(w.state, until_ms, self.policy, self.p_alive_at)
         refresh = self._refresh_due(new)
@@ -573,7 +399,7 @@ def fold(
     exactly as :meth:`Engine.run` folds them, without records or deadlines
     due: the per-user step on its own, for tests and benchmarks."""
     engine = Engine(policy, p_alive_at=p_alive_at)
-    w = _Work(state, state.revision if state is not None else 0)
+    w = UserWork(state, state.revision if state is not None else 0)
     out = Batch()
     for item in inputs:
         if isinstance(item, Event):
@@ -594,9 +420,3 @@ def _check_key(key: bytes | None, event: Event) -> None:
             "$.user_id",
             f"record key {shown!r} must equal the user_id (or anonymous_id) {event.key!r}",
         )
-
-
-def event_records(raw: Iterable[tuple[bytes | None, bytes | None]]) -> Iterator[Record]:
-    """``(key, value)`` pairs as :class:`Record` s with offsets 0, 1, 2 …"""
-    for offset, (key, value) in enumerate(raw):
-        yield Record(key, value, offset)

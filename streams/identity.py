@@ -25,13 +25,8 @@ from dataclasses import replace
 from streams.derived import Alias, Forward, Merge
 from streams.events import Event
 from streams.policy import Policy
-from streams.state import (
-    ACTIVITY_DAYS,
-    DEDUP_WINDOW,
-    STAGE_MERGED,
-    UserState,
-    derive,
-)
+from streams.state import derive
+from streams.userstate import ACTIVITY_DAYS, DEDUP_WINDOW, STAGE_MERGED, UserState
 
 
 def aliases_to_send(state: UserState | None, event: Event) -> list[Alias]:

@@ -1,5 +1,7 @@
 """Lifecycle rules: journey stage (AARRR), health, RFM scores and segment,
-value tier. Pure functions of a state, the time and the policy.
+value tier. Pure functions of a state, the time and the policy;
+:func:`derive_fields` applies them all at once, as every change of a state
+does.
 
 Every rule is documented in docs/state.md; thresholds live in the policy.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING
 
-from streams.policy import DAY_MS, HealthPolicy, Policy, RfmPolicy, TierPolicy
+from streams.policy import DAY_MS, HealthPolicy, Policy, Precomputed, RfmPolicy, TierPolicy
 
 if TYPE_CHECKING:
     from streams.userstate import AnyState
@@ -139,3 +141,22 @@ def tier_of(ltv: float, policy: TierPolicy) -> str:
     if ltv >= policy.mid_ltv:
         return MID
     return LOW
+
+
+def derive_fields(
+    state: AnyState, now_ms: int, pre: Precomputed
+) -> tuple[int, str, str, tuple[int, int, int] | None, str | None, str]:
+    """(evaluated_ms, stage, health, rfm, segment, tier) of ``state`` at
+    ``now_ms`` — every rule above at once, with the policy's
+    :class:`~streams.policy.Precomputed` values (it runs once per event)."""
+    policy = pre.policy
+    rfm = rfm_at(state, now_ms, policy.rfm) if state.order_count else None
+    evaluated = state.evaluated_ms
+    return (
+        evaluated if evaluated >= now_ms else now_ms,
+        stage_of(state, policy),
+        health_in_ms(state, now_ms, pre.resurrected_ms, pre.new_ms, pre.active_ms, pre.dormant_ms),
+        rfm,
+        segment_of(rfm, policy.rfm) if rfm is not None else None,
+        tier_of(state.ltv, policy.tiers),
+    )

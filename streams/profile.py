@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.state import AnyState, UserState
+from streams.userstate import AnyState, UserState
 
 #: Redis membership indexes: dimension → the state field it indexes
 INDEX_DIMENSIONS = ("stage", "health", "segment", "tier")

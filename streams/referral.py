@@ -15,7 +15,8 @@ from dataclasses import replace
 from streams.derived import ReferralCredit
 from streams.events import Event
 from streams.policy import Policy
-from streams.state import UserState, credit_referral, derive, new_state
+from streams.state import credit_referral, derive, new_state
+from streams.userstate import UserState
 
 
 def credits_to_send(

@@ -4,8 +4,7 @@ checks against.
 
 The rendering is committed at ``streams/schemas/user-event.schema.json`` for
 producers in other languages; regenerate it with
-``python -m streams.schema > streams/schemas/user-event.schema.json``
-(``python -m streams.events`` prints the same text).
+``python -m streams.schema > streams/schemas/user-event.schema.json``.
 """
 
 from __future__ import annotations

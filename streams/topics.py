@@ -24,8 +24,3 @@ TRIGGER_TOPICS = (
 
 #: Every topic a worker reads or writes, besides Faust's own internal ones.
 ALL_TOPICS = (USER_EVENTS, DEAD_LETTERS, DERIVED, *TRIGGER_TOPICS)
-
-
-def prefixed(prefix: str, name: str) -> str:
-    """The real topic name for contract topic ``name`` under ``prefix``."""
-    return f"{prefix}{name}"

@@ -1,8 +1,10 @@
-"""Trigger events — what notification services subscribe to — and the pure
-decisions that produce them.
+"""Trigger events — what notification services subscribe to — and the
+lifecycle triggers: stage, health, tier and RFM segment changes, and erasure.
 
-``decide_on_event(old, new, event)`` decides on an event; later,
-``decide_on_time(state, now, policy)`` decides on time. Neither reads a clock.
+``decide_on_event(old, new, event)`` decides them on an event;
+:func:`streams.timed.decide_on_time` decides on time, with the marketing
+rules (:mod:`streams.cart`, :mod:`streams.activation`, :mod:`streams.churn`).
+Neither reads a clock.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import orjson
 from streams import lifecycle, topics
 from streams.events import Event
 from streams.profile import profile_snapshot
-from streams.state import STAGE_ERASED, STAGE_MERGED, AnyState, UserState
+from streams.userstate import STAGE_ERASED, STAGE_MERGED, AnyState, UserState
 
 TYPE_STAGE_CHANGED = "stage_changed"
 TYPE_HEALTH_CHANGED = "health_changed"

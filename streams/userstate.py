@@ -2,9 +2,8 @@
 :class:`WorkingState` (the same fields, mutable, what the engine folds a
 batch into) and the fast per-field copies between them (:func:`evolve`,
 :func:`thaw`, :func:`freeze`, :func:`fresh`). The rules that change a state
-are in :mod:`streams.state`, its stored layout in :mod:`streams.codec`;
-``streams.state`` re-exports everything here. docs/state.md describes every
-field.
+are in :mod:`streams.state`, its stored layout in :mod:`streams.codec`.
+docs/state.md describes every field.
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from agents.files.rows import (
     ReadStats,
     Rejection,
 )
+from streams.batch import DeadLetter
+from streams.churn import PAliveAt
 from streams.datasets import OrderError
-from streams.engine import DeadLetter
 from streams.errors import EventError
 from streams.policy import DEFAULT_POLICY, Policy
-from streams.timed import PAliveAt
 
 
 def backtest_file(

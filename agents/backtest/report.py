@@ -11,13 +11,10 @@ from typing import Any
 
 from agents.files.rows import Rejection
 from streams import topics
+from streams.activation import TYPE_ACTIVATION_STALLED
+from streams.cart import TYPE_CART_ABANDONED
+from streams.churn import TYPE_CHURN_WARNING, TYPE_WIN_BACK
 from streams.policy import DAY_MS
-from streams.timed import (
-    TYPE_ACTIVATION_STALLED,
-    TYPE_CART_ABANDONED,
-    TYPE_CHURN_WARNING,
-    TYPE_WIN_BACK,
-)
 from streams.triggers import (
     TYPE_ERASED,
     TYPE_HEALTH_CHANGED,

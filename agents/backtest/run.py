@@ -52,13 +52,17 @@ from agents.backtest.report import (
 )
 from agents.errors import UserpulseError
 from agents.files.rows import Rejection
-from streams.engine import DeadLetter, Engine, Input, Partition, Record
-from streams.events import Event, Limits
+from streams.batch import DeadLetter, Input, Record
+from streams.churn import PAliveAt
+from streams.codec import encode_state
+from streams.contract import Limits
+from streams.engine import Engine
+from streams.events import Event
+from streams.partition import Partition
 from streams.partitioning import partition_of
 from streams.policy import DEFAULT_POLICY, Policy
-from streams.state import STAGE_ERASED, UserState, encode_state
-from streams.timed import PAliveAt
 from streams.triggers import Trigger
+from streams.userstate import STAGE_ERASED, UserState
 
 #: Partitions the back-test splits its input into. One: a single stream time
 #: over all the history; N (``--partitions``): exactly what a stream-clock

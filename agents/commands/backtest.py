@@ -20,8 +20,8 @@ from agents.kafka.model_topic import model_params
 from agents.settings import load_policy_file
 from agents.worker.model import model_p_alive_at
 from streams.bgnbd import BgNbdError
+from streams.churn import PAliveAt
 from streams.errors import ConfigError
-from streams.timed import PAliveAt
 
 
 def load_model_file(path: str | None) -> PAliveAt | None:

@@ -3,7 +3,7 @@
 `userpulse fit` reads every user's state from the state table's changelog
 topic (compacted: the latest state per user), summarises each buyer as
 (x, t_x, T), fits the BG/NBD population parameters (r, α, a, b) by maximum
-likelihood (:func:`streams.bgnbd.fit`) and publishes them to the compacted
+likelihood (:func:`streams.bgnbd_fit.fit`) and publishes them to the compacted
 model topic ``userpulse.model``. Every worker follows that topic from its
 beginning (no consumer group, so every worker sees every version) and uses
 the newest parameters for P(alive) churn warnings and the profile's
@@ -39,15 +39,10 @@ from agents.kafka.model_topic import (
     publish_model,
 )
 from agents.settings import Settings
-from streams.bgnbd import (
-    BgNbdError,
-    BgNbdParams,
-    FitResult,
-    fit,
-    summary,
-)
+from streams.bgnbd import BgNbdError, BgNbdParams, summary
+from streams.bgnbd_fit import FitResult, fit
 from streams.policy import DAY_MS
-from streams.state import UserState
+from streams.userstate import UserState
 
 _AS_OF_MEANING = {
     AS_OF_OPTION: "--as-of",

@@ -11,8 +11,9 @@ from kafka import TopicPartition
 from agents.errors import InfrastructureError, UserpulseError
 from agents.kafka.clients import group_free_consumer
 from agents.settings import Settings
+from streams.codec import decode_state
 from streams.errors import StateError
-from streams.state import STAGE_ERASED, UserState, decode_state
+from streams.userstate import STAGE_ERASED, UserState
 
 
 def changelog_topic(settings: Settings) -> str:

@@ -20,7 +20,8 @@ from agents.errors import InfrastructureError
 from agents.kafka.clients import unreachable
 from agents.settings import Settings
 from streams import topics
-from streams.events import Limits, parse_event
+from streams.contract import Limits
+from streams.events import parse_event
 
 
 def new_event(

@@ -36,10 +36,11 @@ from agents.files.rows import (
 from agents.kafka.admin import ensure_topics
 from agents.kafka.producer import EventProducer
 from agents.settings import Settings
+from streams.contract import Limits
 from streams.datasets import OrderError
 from streams.errors import EventError
-from streams.events import Limits, parse_event
-from streams.state import DEDUP_WINDOW
+from streams.events import parse_event
+from streams.userstate import DEDUP_WINDOW
 
 #: EventProducer options for bulk sending, measured with benchmarks/replay.py: against
 #: EventProducer's linger 5 ms / 16 KiB, big batches add about a quarter and gzip (zlib

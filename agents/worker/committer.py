@@ -24,7 +24,7 @@ from typing import Any
 from faust.types import TP
 
 from agents.worker.store import BatchStore
-from streams.state import UserState
+from streams.userstate import UserState
 
 logger = logging.getLogger(__name__)
 

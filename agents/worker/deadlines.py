@@ -16,11 +16,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from streams.engine import Clock, Partition
+from streams.codec import decode_state
 from streams.errors import StateError
+from streams.partition import Clock, Partition, TimerIndex
 from streams.partitioning import partition_of
-from streams.state import UserState, decode_state
-from streams.timed import TimerIndex
+from streams.userstate import UserState
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from streams.bgnbd import (
     p_alive_at_ms,
     summary,
 )
+from streams.churn import PAliveAt
 from streams.policy import DAY_MS
-from streams.state import UserState
-from streams.timed import PAliveAt
+from streams.userstate import UserState
 
 
 def model_p_alive_at(params: BgNbdParams, unit_days: float) -> PAliveAt:

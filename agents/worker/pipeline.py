@@ -27,14 +27,16 @@ from agents.worker.deadlines import Deadlines
 from agents.worker.model import model_fields, model_p_alive_at
 from agents.worker.store import BatchStore, store_url
 from streams import topics
+from streams.batch import Batch, Record
+from streams.codec import decode_state, encode_state
+from streams.contract import Limits
 from streams.derived import DerivedMessage, Due, encode_derived
-from streams.engine import Batch, Engine, Record
+from streams.engine import Engine
 from streams.errors import EventError, StateError
-from streams.events import Limits
 from streams.policy import DEFAULT_POLICY, Policy
 from streams.profile import profile_fields, profile_indexes
-from streams.state import STAGE_ERASED, UserState, decode_state, encode_state
 from streams.triggers import encode_trigger
+from streams.userstate import STAGE_ERASED, UserState
 
 logger = logging.getLogger(__name__)
 

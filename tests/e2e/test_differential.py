@@ -34,7 +34,7 @@ from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
 from streams.policy import DAY_MS
-from streams.state import STAGE_ERASED, UserState
+from streams.userstate import STAGE_ERASED, UserState
 from tests.e2e.conftest import Worker, counters, wait_for
 
 pytestmark = pytest.mark.e2e

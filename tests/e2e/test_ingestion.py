@@ -18,7 +18,7 @@ from agents.kafka.reader import collect
 from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
-from streams.events import REJECTION_CODES
+from streams.contract import REJECTION_CODES
 from tests.e2e.conftest import Worker, counters, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -25,8 +25,8 @@ from agents.settings import Settings
 from streams import topics
 from streams.datasets import REES46, map_rows, parse_rees46_time
 from streams.errors import EventError
-from streams.state import DEDUP_WINDOW
 from streams.triggers import TYPE_STAGE_CHANGED
+from streams.userstate import DEDUP_WINDOW
 from tests.e2e.conftest import Worker, wait_for
 
 pytestmark = pytest.mark.e2e

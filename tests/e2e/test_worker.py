@@ -17,8 +17,8 @@ from agents.kafka.reader import Record, collect
 from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
-from streams.state import STAGE_ACQUIRED
 from streams.triggers import TYPE_STAGE_CHANGED, trigger_id_for
+from streams.userstate import STAGE_ACQUIRED
 from tests.e2e.conftest import Worker, counters, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -34,8 +34,9 @@ from agents.kafka.reader import collect
 from agents.settings import Settings
 from benchmarks.generator import generate
 from streams import topics
-from streams.state import DEDUP_WINDOW, UserState, decode_state
+from streams.codec import decode_state
 from streams.triggers import encode_trigger
+from streams.userstate import DEDUP_WINDOW, UserState
 from tests.e2e.conftest import Worker, counters, wait_for
 
 pytestmark = pytest.mark.e2e

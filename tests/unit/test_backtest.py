@@ -23,6 +23,7 @@ from agents.commands.backtest import backtest_command
 from agents.commands.options import parse_time
 from agents.worker.model import model_p_alive_at
 from streams.bgnbd import BgNbdParams
+from streams.churn import win_back
 from streams.events import Event
 from streams.policy import (
     ActivationPolicy,
@@ -31,9 +32,10 @@ from streams.policy import (
     DeliveryPolicy,
     Policy,
 )
-from streams.state import UserState, apply
-from streams.timed import run_until, win_back
+from streams.state import apply
+from streams.timed import run_until
 from streams.triggers import Trigger, decide_on_event
+from streams.userstate import UserState
 
 T0 = 1_700_006_400_000  # 2023-11-15T00:00:00Z
 S = 1000

@@ -11,6 +11,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.cart import TYPE_CART_ABANDONED
 from streams.datasets import REES46, map_rows
 from streams.errors import EventError
 from streams.events import Event, parse_event
@@ -22,9 +23,10 @@ from streams.policy import (
     DeliveryPolicy,
     Policy,
 )
-from streams.state import UserState, apply
-from streams.timed import TYPE_CART_ABANDONED, next_deadline, run_until
+from streams.state import apply
+from streams.timed import next_deadline, run_until
 from streams.triggers import Trigger
+from streams.userstate import UserState
 from tests.unit.test_datasets import SESSION_A, SESSION_B, rees
 
 T0 = 1_700_006_400_000  # 2023-11-15T00:00:00Z

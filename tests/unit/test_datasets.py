@@ -24,6 +24,7 @@ from agents.files.datasets import mapped_rows
 from agents.files.rows import ReplayError
 from agents.kafka.replay import replay_file
 from agents.settings import Settings
+from streams.contract import REJECTION_CODES
 from streams.datasets import (
     DATASET_CURRENCY,
     MAPPING_CODES,
@@ -40,7 +41,7 @@ from streams.datasets import (
     sorted_by_time,
 )
 from streams.errors import EventError
-from streams.events import REJECTION_CODES, Event, parse_event
+from streams.events import Event, parse_event
 
 #: A pipeline clock far after the datasets' 2015 and 2019 timestamps.
 NOW_MS = 2_000_000_000_000

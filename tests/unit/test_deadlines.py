@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 from agents.worker import deadlines as deadlines_module
 from agents.worker.deadlines import Deadlines
+from streams.codec import encode_state
 from streams.events import Event
 from streams.partitioning import partition_of
 from streams.policy import DEFAULT_POLICY
-from streams.state import UserState, apply, encode_state
+from streams.state import apply
+from streams.userstate import UserState
 
 PARTITIONS = 4
 T0 = 1_700_006_400_000

@@ -18,13 +18,16 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.batch import Batch, Record
+from streams.contract import Limits
 from streams.derived import Due, ReferralCredit, encode_derived
-from streams.engine import Batch, Engine, Partition, Record
-from streams.events import Event, Limits
+from streams.engine import Engine
+from streams.events import Event
 from streams.lifecycle import health_at
+from streams.partition import Partition
 from streams.policy import DAY_MS, DEFAULT_POLICY, CartPolicy, Policy
-from streams.state import STAGE_ERASED, UserState
 from streams.triggers import Trigger, encode_trigger
+from streams.userstate import STAGE_ERASED, UserState
 from tests.unit.test_state_properties import PAYLOADS, T0
 
 #: cross-user effects (a sign-up naming a referrer) travel as internal

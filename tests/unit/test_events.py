@@ -13,20 +13,17 @@ import orjson
 import pytest
 
 import streams.events
-from streams.errors import EventError
-from streams.events import (
+from streams.contract import (
     CONTEXT,
     DEFAULT_LIMITS,
     EVENT_TYPES,
     MIN_TIMESTAMP_MS,
     REJECTION_CODES,
-    Event,
     Limits,
-    encode_event,
-    json_schema,
-    parse_event,
-    render_json_schema,
 )
+from streams.errors import EventError
+from streams.events import Event, encode_event, parse_event
+from streams.schema import json_schema, render_json_schema
 
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 SKEW = DEFAULT_LIMITS.max_future_skew_ms
@@ -678,7 +675,7 @@ def test_the_committed_json_schema_is_generated_from_the_contract_tables() -> No
     committed = SCHEMA_FILE.read_text(encoding="utf-8")
     assert committed == render_json_schema(), (
         "streams/schemas/user-event.schema.json is stale: regenerate it with "
-        "`.venv/bin/python -m streams.events > streams/schemas/user-event.schema.json`"
+        "`.venv/bin/python -m streams.schema > streams/schemas/user-event.schema.json`"
     )
     assert json.loads(committed) == json_schema()
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from jsonschema import Draft202012Validator
 
-from streams.events import EVENT_TYPES, json_schema
+from streams.contract import EVENT_TYPES
+from streams.schema import json_schema
 from tests.unit.test_events import REJECTIONS, SCHEMA_FILE, envelope
 from tests.unit.test_events_property import valid_docs
 

@@ -12,19 +12,17 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.errors import EventError
-from streams.events import (
+from streams.contract import (
     CONTEXT,
     DEFAULT_LIMITS,
     EVENT_TYPES,
     MIN_TIMESTAMP_MS,
     REJECTION_CODES,
-    Event,
     Field,
     Shape,
-    encode_event,
-    parse_event,
 )
+from streams.errors import EventError
+from streams.events import Event, encode_event, parse_event
 
 NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 LIMITS = DEFAULT_LIMITS

@@ -26,9 +26,10 @@ from agents.commands.fit import (
 )
 from agents.commands.options import format_time, parse_time
 from agents.kafka.model_topic import AS_OF_OPTION, AS_OF_STREAM, AS_OF_WALL, Model
-from streams.bgnbd import BgNbdParams, FitResult, fit
+from streams.bgnbd import BgNbdParams
+from streams.bgnbd_fit import FitResult, fit
 from streams.policy import DAY_MS
-from streams.state import UserState
+from streams.userstate import UserState
 
 #: Fader, Hardie & Lee (2005), CDNOW, 2357 customers, 39-week calibration period.
 PAPER = BgNbdParams(r=0.243, alpha=4.414, a=0.793, b=2.426)

@@ -1,6 +1,6 @@
 """The batch fold and the fast paths under it: a batch of a user's events
 folds to exactly what the events give one at a time, and each shortcut
-(evolve, _pending_times, the cached UTC offsets of quiet_until) equals the
+(evolve, next_deadline, the cached UTC offsets of quiet_until) equals the
 slow way it replaces."""
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.churn import win_back
+from streams.delivery import deliverable_at, quiet_until
 from streams.derived import DerivedMessage
 from streams.engine import fold as fold_events
 from streams.events import Event
 from streams.identity import aliases_to_send, forward_to
-from streams.policy import DAY_MS, DEFAULT_POLICY, DeliveryPolicy, Policy
+from streams.policy import DAY_MS, DEFAULT_POLICY, DeliveryPolicy, Policy, precomputed
 from streams.referral import credits_to_send
-from streams.state import UserState, apply, erased_marker, evolve, new_state
-from streams.timed import _pending, _pending_times, next_deadline, quiet_until, run_until, win_back
+from streams.state import apply, erased_marker, new_state
+from streams.timed import next_deadline, pending, run_until
 from streams.triggers import Trigger, decide_on_event
+from streams.userstate import UserState, evolve
 from tests.unit.test_state_properties import T0, histories
 
 POLICY = DEFAULT_POLICY
@@ -158,15 +161,34 @@ def test_evolve_covers_every_field() -> None:
         assert getattr(evolve(base, {}), f.name) == getattr(base, f.name)
 
 
+def deadline_the_slow_way(state: UserState, policy: Policy) -> int | None:
+    """next_deadline from the rules themselves: each marketing rule's pending
+    trigger moved past the delivery rules, and the times at which health and
+    the RFM recency score change by themselves."""
+    pre = precomputed(policy)
+    times = [deliverable_at(d.due_ms, state, policy.delivery) for d in pending(state, policy)]
+    changes = [
+        state.first_seen_ms + pre.new_ms,
+        state.last_seen_ms + pre.active_ms,
+        state.last_seen_ms + pre.dormant_ms,
+    ]
+    if state.resurrected_ms is not None:
+        changes.append(state.resurrected_ms + pre.resurrected_ms)
+    if state.last_order_ms is not None:
+        changes += [state.last_order_ms + recency + 1 for recency in pre.recency_ms]
+    times += [at for at in changes if at > state.evaluated_ms]
+    return min(times, default=None)
+
+
 @settings(max_examples=200, deadline=None)
 @given(histories())
-def test_pending_times_are_the_due_times_of_pending(events: list[Event]) -> None:
+def test_next_deadline_is_the_earliest_time_a_rule_is_due(events: list[Event]) -> None:
+    """next_deadline inlines the rules' due times (it runs once per event)."""
     state: UserState | None = None
     for event in sorted(events, key=lambda e: e.timestamp_ms):
         state = apply(state, event, POLICY)
         if state is not None:
-            assert _pending_times(state, POLICY) == [d.due_ms for d in _pending(state, POLICY)]
-            next_deadline(state, POLICY)  # runs on every state
+            assert next_deadline(state, POLICY) == deadline_the_slow_way(state, POLICY)
 
 
 def _quiet_until_reference(at_ms: int, state: UserState, delivery: DeliveryPolicy) -> int | None:

@@ -17,9 +17,10 @@ import pytest
 from agents.files.jsonl import JSONL, detect_jsonl, history_rows, jsonl_rows
 from agents.files.jsonl_lines import READING_CODES
 from agents.files.rows import MappedRow, ReadStats, Rejection, ReplayError
+from streams.contract import REJECTION_CODES
 from streams.datasets import Mapped
 from streams.errors import EventError
-from streams.events import REJECTION_CODES, parse_event
+from streams.events import parse_event
 
 SIGNED_UP = {
     "event_id": "e-1",

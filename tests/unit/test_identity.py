@@ -4,7 +4,8 @@ from streams.derived import Alias, Forward, Merge, ReferralCredit, decode_derive
 from streams.events import Event
 from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
 from streams.policy import DEFAULT_POLICY
-from streams.state import STAGE_MERGED, UserState, apply
+from streams.state import apply
+from streams.userstate import STAGE_MERGED, UserState
 
 
 def ev(event_id: str, ts: int, user: str | None = None, anon: str | None = None) -> Event:

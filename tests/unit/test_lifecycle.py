@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 
 from streams import lifecycle
+from streams.codec import decode_state, encode_state
 from streams.derived import ReferralCredit
 from streams.events import Event
 from streams.lifecycle import SEGMENT_LABELS, health_at, rfm_at, segment_of, tier_of
 from streams.policy import DAY_MS, DEFAULT_POLICY, Policy, RfmPolicy, StagePolicy, TierPolicy
 from streams.referral import credits_to_send, on_referral_credit
-from streams.state import UserState, apply, decode_state, encode_state
+from streams.state import apply
 from streams.triggers import (
     TYPE_ERASED,
     TYPE_HEALTH_CHANGED,
@@ -21,6 +22,7 @@ from streams.triggers import (
     TYPE_TIER_CHANGED,
     decide_on_event,
 )
+from streams.userstate import UserState
 
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % DAY_MS)  # a UTC midnight
 
@@ -306,7 +308,8 @@ def test_resurrection_needs_at_least_the_dormant_interval_away(
 
 
 def test_after_erasure_older_events_stay_erased_and_newer_ones_start_afresh() -> None:
-    from streams.state import STAGE_ERASED, erased_marker
+    from streams.state import erased_marker
+    from streams.userstate import STAGE_ERASED
 
     marker = erased_marker("u1", T0 + 10 * DAY_MS)
     assert marker.stage == STAGE_ERASED and marker.event_count == 0

@@ -15,27 +15,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.contract import MAX_TYPE_LENGTH, TYPE_PATTERN
 from streams.errors import ConfigError
-from streams.events import MAX_TYPE_LENGTH, TYPE_PATTERN
-from streams.policy import (
-    DEFAULT_POLICY,
-    FIELD_ALLOWED,
-    FIELD_DOCS,
-    HealthPolicy,
-    Policy,
-    RfmPolicy,
-    StagePolicy,
-    TierPolicy,
-    parse_policy,
-    policy_to_toml,
-)
+from streams.policy import DEFAULT_POLICY, HealthPolicy, Policy, RfmPolicy, StagePolicy, TierPolicy
+from streams.policy_file import parse_policy
+from streams.policy_keys import FIELD_ALLOWED, FIELD_DOCS, policy_to_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_FILE = ROOT / "deploy" / "policy.toml"
 DOCS = ROOT / "docs" / "policy.md"
 SOURCE = ROOT / "streams" / "policy.py"
 REGENERATE = (
-    ".venv/bin/python -c 'from streams.policy import DEFAULT_POLICY, policy_to_toml; "
+    ".venv/bin/python -c 'from streams.policy import DEFAULT_POLICY; "
+    "from streams.policy_keys import policy_to_toml; "
     'print(policy_to_toml(DEFAULT_POLICY), end="")\' > deploy/policy.toml'
 )
 SECTIONS = {f.name: type(getattr(DEFAULT_POLICY, f.name)).__name__ for f in fields(Policy)}

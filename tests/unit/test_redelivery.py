@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import orjson
 
+from streams.batch import Batch, Record
 from streams.codec import decode_state, encode_state
+from streams.contract import Limits
 from streams.derived import ReferralCredit, encode_derived
-from streams.engine import Batch, Engine, Partition, Record
-from streams.events import Event, Limits
-from streams.state import DEDUP_WINDOW, UserState
+from streams.engine import Engine
+from streams.events import Event
+from streams.partition import Partition
+from streams.userstate import DEDUP_WINDOW, UserState
 from tests.unit.test_state_properties import T0
 
 NOW = 2**62

@@ -4,11 +4,13 @@ import orjson
 import pytest
 
 from streams import topics
+from streams.codec import decode_state, encode_state
 from streams.errors import StateError
 from streams.events import Event
 from streams.profile import profile_fields
-from streams.state import DEDUP_WINDOW, STAGE_ACQUIRED, apply, decode_state, encode_state
+from streams.state import apply
 from streams.triggers import TYPE_STAGE_CHANGED, decide_on_event, encode_trigger, trigger_id_for
+from streams.userstate import DEDUP_WINDOW, STAGE_ACQUIRED
 
 
 def ev(event_id: str, ts: int, user: str = "u1", etype: str = "page_viewed") -> Event:

@@ -8,9 +8,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.codec import decode_state, encode_state
 from streams.events import Event
 from streams.policy import DAY_MS
-from streams.state import DEDUP_WINDOW, UserState, apply, decode_state, encode_state
+from streams.state import apply
+from streams.userstate import DEDUP_WINDOW, UserState
 
 T0 = 1_700_000_000_000
 PRODUCTS = st.sampled_from(["a", "b", "c"])

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from streams.activation import TYPE_ACTIVATION_STALLED
+from streams.cart import TYPE_CART_ABANDONED
+from streams.churn import TYPE_CHURN_WARNING, TYPE_WIN_BACK, win_back
+from streams.delivery import quiet_until
 from streams.events import Event
+from streams.partition import TimerIndex
 from streams.policy import (
     DAY_MS,
     ActivationPolicy,
@@ -15,20 +20,10 @@ from streams.policy import (
     Policy,
     StagePolicy,
 )
-from streams.state import UserState, apply
-from streams.timed import (
-    TYPE_ACTIVATION_STALLED,
-    TYPE_CART_ABANDONED,
-    TYPE_CHURN_WARNING,
-    TYPE_WIN_BACK,
-    TimerIndex,
-    decide_on_time,
-    next_deadline,
-    quiet_until,
-    run_until,
-    win_back,
-)
+from streams.state import apply
+from streams.timed import decide_on_time, next_deadline, run_until
 from streams.triggers import Trigger
+from streams.userstate import UserState
 
 T0 = 1_700_006_400_000  # 2023-11-15T00:00:00Z, a UTC midnight
 H = 3_600_000

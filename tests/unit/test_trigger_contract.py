@@ -16,7 +16,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from streams import timed, triggers
+from streams import activation, cart, churn, triggers
+from streams.churn import PAliveAt, win_back
 from streams.events import Event
 from streams.policy import (
     ActivationPolicy,
@@ -25,9 +26,10 @@ from streams.policy import (
     DeliveryPolicy,
     Policy,
 )
-from streams.state import UserState, apply
-from streams.timed import PAliveAt, run_until, win_back
+from streams.state import apply
+from streams.timed import run_until
 from streams.triggers import Trigger, decide_on_event, encode_trigger
+from streams.userstate import UserState
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "streams" / "schemas" / "trigger.schema.json"
@@ -125,7 +127,7 @@ def core_types() -> set[str]:
     """Every trigger type the core defines (the TYPE_* constants)."""
     return {
         value
-        for module in (triggers, timed)
+        for module in (triggers, cart, activation, churn)
         for name, value in vars(module).items()
         if name.startswith("TYPE_") and isinstance(value, str)
     }
