@@ -234,9 +234,17 @@ def alive_below_at_ms(
     threshold: float,
     unit_days: float = 7.0,
 ) -> int | None:
-    """The first millisecond at which P(alive) is at or below ``threshold`` if
-    no further order comes (None: never — not a repeat buyer, or threshold 0).
-    The closed form of what a timer would otherwise find by bisection."""
+    """The first whole millisecond, from the last order on, at which
+    :func:`p_alive_at_ms` is below ``threshold`` if no further order comes
+    (None: never — not a repeat buyer, a threshold ≤ 0, or later than any
+    time a float can hold).
+
+    :func:`alive_below_at` gives the time in closed form. Rounded up to a
+    millisecond it is checked against :func:`p_alive_at_ms` itself, which
+    floating point can put a millisecond or so either side of it (or, for a
+    threshold within rounding of 1, further): the answer is then searched out
+    from it and bracketed by halving, a few evaluations.
+    """
     data = summary(first_order_ms, last_order_ms, order_count, 0, unit_days)
     if data is None or first_order_ms is None:
         return None
@@ -244,7 +252,32 @@ def alive_below_at_ms(
     age = alive_below_at(params, x, t_x, threshold)
     if age is None:
         return None
-    return first_order_ms + math.ceil(age * unit_days * DAY_MS)
+    offset = age * unit_days * DAY_MS
+    if not math.isfinite(offset):
+        return None
+
+    def below(at_ms: int) -> bool:
+        p = p_alive_at_ms(params, first_order_ms, last_order_ms, order_count, at_ms, unit_days)
+        return p is not None and p < threshold
+
+    earliest = first_order_ms if last_order_ms is None else max(first_order_ms, last_order_ms)
+    if below(earliest):
+        return earliest  # P(alive) is the same at every time up to the last order
+    # widen a bracket around the closed form until below(high) and not below(low)
+    high = max(earliest + 1, first_order_ms + math.ceil(offset))
+    low, step = high - 1, 1
+    while not below(high):
+        low, high, step = high, high + step, 2 * step
+    step = 1
+    while low > earliest and below(low):
+        high, low, step = low, max(earliest, low - step), 2 * step
+    while high - low > 1:
+        mid = (low + high) // 2
+        if below(mid):
+            high = mid
+        else:
+            low = mid
+    return high
 
 
 # ---- the Gaussian hypergeometric function ------------------------------------------

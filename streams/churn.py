@@ -5,31 +5,59 @@ Two rules warn, whichever comes first:
 
 - fixed inactivity: ``churn.inactivity_s`` after the last activity;
 - the churn model: when the BG/NBD P(alive) of a repeat buyer falls below
-  ``churn.p_alive_threshold`` (docs/churn-model.md), once the adapter has
-  fitted parameters to compute it with.
+  ``churn.p_alive_threshold`` (docs/churn-model.md), once the adapter has a
+  fitted :class:`ChurnModel` to compute it with. P(alive) only falls while
+  the user stays away, so the moment is known in advance, in closed form.
 
 Any activity ends the episode. Warnings are prioritised by value tier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from streams import lifecycle, topics
+from streams.bgnbd import BgNbdError, BgNbdParams, alive_below_at_ms, p_alive_at_ms
 from streams.delivery import DEFAULT_DELIVERY, Pending, delivery_block, suppressed
 from streams.events import Event
 from streams.policy import DAY_MS, DeliveryPolicy, Policy
 from streams.profile import profile_snapshot
 from streams.triggers import Trigger, trigger_id_for
-from streams.userstate import AnyState, UserState, WorkingState, freeze
+from streams.userstate import AnyState, UserState
 
 TYPE_CHURN_WARNING = "churn_warning"
 TYPE_WIN_BACK = "win_back"
 
-#: P(alive) of a user at a time: supplied by the adapter once BG/NBD
-#: parameters are fitted (None: the model rule is off)
-PAliveAt = Callable[[UserState, int], float | None]
+#: The churn model warns within this long after the last activity; a P(alive)
+#: that would fall below the threshold only later never warns.
+MODEL_HORIZON_MS: Final = 365 * DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnModel:
+    """Fitted BG/NBD parameters and the unit of time (``unit_days``) they
+    were fitted in: what the churn model's rule needs, handed in by the
+    adapter once ``userpulse fit`` has published a model (None before)."""
+
+    params: BgNbdParams
+    unit_days: float
+
+
+def p_alive_at(model: ChurnModel, state: AnyState, at_ms: int) -> float | None:
+    """The user's P(alive) at ``at_ms`` (None: no orders, or the model cannot
+    answer — a :class:`~streams.bgnbd.BgNbdError`)."""
+    try:
+        return p_alive_at_ms(
+            model.params,
+            state.first_order_ms,
+            state.last_order_ms,
+            state.order_count,
+            at_ms,
+            model.unit_days,
+        )
+    except BgNbdError:
+        return None
 
 
 def inactivity_warning(state: UserState, policy: Policy) -> Pending | None:
@@ -43,40 +71,46 @@ def inactivity_warning(state: UserState, policy: Policy) -> Pending | None:
     })  # fmt: skip
 
 
-def model_warning(state: UserState, policy: Policy, p_alive_at: PAliveAt | None) -> Pending | None:
-    """The churn model's warning still to come (None: no model, the rule is
-    off, the episode was warned about, or P(alive) stays above the threshold)."""
-    due = model_due(state, policy, p_alive_at)
+def model_warning(state: UserState, policy: Policy, model: ChurnModel | None) -> Pending | None:
+    """The churn model's warning still to come, with P(alive) at its time
+    (None: no model, or see :func:`model_due`)."""
+    if model is None:
+        return None
+    due = model_due(state, policy, model)
     if due is None:
         return None
-    p = p_alive_at(state, due) if p_alive_at else None
     return _warning(state, due, "bgnbd_p_alive", {
-        "p_alive": p, "threshold": policy.churn.p_alive_threshold,
+        "p_alive": p_alive_at(model, state, due), "threshold": policy.churn.p_alive_threshold,
     })  # fmt: skip
 
 
-def model_due(state: AnyState, policy: Policy, p_alive_at: PAliveAt | None) -> int | None:
-    """When P(alive) first falls below the threshold (searched by bisection
-    over the next year; P(alive) only falls while the user is away)."""
+def model_due(state: AnyState, policy: Policy, model: ChurnModel) -> int | None:
+    """The first whole millisecond after the user's last activity at which
+    P(alive) is below ``churn.p_alive_threshold``
+    (:func:`~streams.bgnbd.alive_below_at_ms`; already below: the millisecond
+    after the last activity). None: the rule is off, the episode was warned
+    about, one order or none (P(alive) stays 1), not within
+    :data:`MODEL_HORIZON_MS` of the last activity, or the model cannot answer."""
     threshold = policy.churn.p_alive_threshold
-    if p_alive_at is None or threshold <= 0 or state.churn_warned_ms is not None:
+    if threshold <= 0 or state.churn_warned_ms is not None:
         return None
     if state.order_count < 2:
         return None  # one purchase: P(alive) is 1 in BG/NBD
-    if isinstance(state, WorkingState):
-        state = freeze(state)  # the model reads a stored state
-    low, high = state.last_seen_ms, state.last_seen_ms + 365 * DAY_MS
-    p_high = p_alive_at(state, high)
-    if p_high is None or p_high >= threshold:
+    try:
+        at = alive_below_at_ms(
+            model.params,
+            state.first_order_ms,
+            state.last_order_ms,
+            state.order_count,
+            threshold,
+            model.unit_days,
+        )
+    except BgNbdError:
         return None
-    while high - low > 60_000:
-        mid = (low + high) // 2
-        p = p_alive_at(state, mid)
-        if p is not None and p < threshold:
-            high = mid
-        else:
-            low = mid
-    return high
+    last_seen = state.last_seen_ms
+    if at is None or at > last_seen + MODEL_HORIZON_MS:
+        return None
+    return at if at > last_seen else last_seen + 1
 
 
 def _warning(state: UserState, due: int, rule: str, numbers: dict[str, Any]) -> Pending:

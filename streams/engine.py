@@ -58,7 +58,7 @@ from streams.batch import (
     Record,
     UserWork,
 )
-from streams.churn import PAliveAt, returned, win_back
+from streams.churn import ChurnModel, returned, win_back
 from streams.contract import Limits
 from streams.derived import (
     Alias,
@@ -96,11 +96,12 @@ class Engine:
         self,
         policy: Policy = DEFAULT_POLICY,
         *,
-        p_alive_at: PAliveAt | None = None,
+        churn_model: ChurnModel | None = None,
         limits: Limits | None = None,
     ) -> None:
         self.policy = policy
-        self.p_alive_at = p_alive_at
+        #: the fitted churn model (None: its rule is off, as before the first fit)
+        self.churn_model = churn_model
         self.limits = limits if limits is not None else Limits()
         #: the policy's precomputed values (computed again if the policy changes)
         self._pre = precomputed(policy)
@@ -115,7 +116,7 @@ class Engine:
 
     def next_deadline(self, state: AnyState | None) -> int | None:
         """When ``state`` next needs deciding on time (None: never)."""
-        deadline = next_deadline(state, self.policy, self.p_alive_at)
+        deadline = next_deadline(state, self.policy, self.churn_model)
         refresh = self._refresh_due(state)
         if refresh is None:
             return deadline
@@ -245,7 +246,7 @@ class Engine:
         # deadlines that passed before this event are decided first, at their
         # own time, as a timer would have decided them
         policy = self.policy
-        caught, timed = run_until(state, event.timestamp_ms - 1, policy, self.p_alive_at)
+        caught, timed = run_until(state, event.timestamp_ms - 1, policy, self.churn_model)
         new = apply(caught, event, policy)
         if new is caught and not timed:
             out.duplicates += new is not None  # a redelivered event: nothing changes
@@ -295,7 +296,7 @@ class Engine:
                 return False
             deadline = w.deadline
             if deadline == UNKNOWN_DEADLINE:
-                deadline = w.deadline = deadline_of(state, pre, self.p_alive_at)
+                deadline = w.deadline = deadline_of(state, pre, self.churn_model)
             if deadline is not None and deadline < ts:
                 return False  # deadlines to decide first, at their own time
             digest = event_digest(event.event_id)
@@ -350,7 +351,7 @@ class Engine:
             triggers = decide_on_event(old, merged, message.cause(merged.last_seen_ms))
         elif isinstance(message, ReferralCredit):
             # like an event: the referrer's deadlines before the credit come first
-            caught, triggers = run_until(old, message.at_ms - 1, policy, self.p_alive_at)
+            caught, triggers = run_until(old, message.at_ms - 1, policy, self.churn_model)
             credited = on_referral_credit(caught, message, policy)
             if credited is old:
                 return  # credited before (a redelivery), nothing was due
@@ -364,11 +365,11 @@ class Engine:
 
     def _due(self, w: UserWork, until_ms: int, out: Batch) -> None:
         """The user's deadlines up to ``until_ms`` have passed: decide them."""
-        new, timed = run_until(w.state, until_ms, self.policy, self.p_alive_at)
+        new, timed = run_until(w.state, until_ms, self.policy, self.churn_model)
         refresh = self._refresh_due(new)
         if new is not None and refresh is not None and refresh <= until_ms:
             # the profile's numbers are due afresh: derived again as of now
-            new, more = decide_on_time(new, until_ms, self.policy, self.p_alive_at)
+            new, more = decide_on_time(new, until_ms, self.policy, self.churn_model)
             timed = [*timed, *more]
         w.floor_ms = max(w.floor_ms, until_ms)
         if new is w.state:
@@ -393,12 +394,12 @@ def fold(
     state: UserState | None,
     inputs: Iterable[Event | DerivedMessage],
     policy: Policy = DEFAULT_POLICY,
-    p_alive_at: PAliveAt | None = None,
+    churn_model: ChurnModel | None = None,
 ) -> Folded:
     """One user's inputs (events, or internal messages for the user) folded
     exactly as :meth:`Engine.run` folds them, without records or deadlines
     due: the per-user step on its own, for tests and benchmarks."""
-    engine = Engine(policy, p_alive_at=p_alive_at)
+    engine = Engine(policy, churn_model=churn_model)
     w = UserWork(state, state.revision if state is not None else 0)
     out = Batch()
     for item in inputs:

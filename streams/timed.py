@@ -25,7 +25,13 @@ from __future__ import annotations
 
 from streams.activation import stalled_nudge
 from streams.cart import reminder
-from streams.churn import TYPE_CHURN_WARNING, PAliveAt, inactivity_warning, model_due, model_warning
+from streams.churn import (
+    TYPE_CHURN_WARNING,
+    ChurnModel,
+    inactivity_warning,
+    model_due,
+    model_warning,
+)
 from streams.delivery import Pending, deliver, deliverable_at, emit, quiet_table
 from streams.events import Event
 from streams.policy import Policy, Precomputed, precomputed
@@ -36,15 +42,15 @@ from streams.userstate import STAGE_ERASED, STAGE_MERGED, AnyState, UserState
 
 # ---- when ---------------------------------------------------------------------
 def next_deadline(
-    state: AnyState | None, policy: Policy, p_alive_at: PAliveAt | None = None
+    state: AnyState | None, policy: Policy, churn_model: ChurnModel | None = None
 ) -> int | None:
     """The earliest time at which :func:`decide_on_time` would change or emit
     something for ``state`` (None: nothing is pending)."""
-    return deadline_of(state, precomputed(policy), p_alive_at)
+    return deadline_of(state, precomputed(policy), churn_model)
 
 
 def deadline_of(
-    state: AnyState | None, pre: Precomputed, p_alive_at: PAliveAt | None = None
+    state: AnyState | None, pre: Precomputed, churn_model: ChurnModel | None = None
 ) -> int | None:
     """:func:`next_deadline` with the policy's :class:`Precomputed` values."""
     if state is None or state.event_count == 0:
@@ -84,8 +90,8 @@ def deadline_of(
         at = deliver(last_seen + pre.inactivity_ms, state, quiet, cap)
         if best is None or at < best:
             best = at
-    if p_alive_at is not None:
-        churn = model_due(state, policy, p_alive_at)
+    if churn_model is not None:
+        churn = model_due(state, policy, churn_model)
         if churn is not None:
             at = deliver(churn, state, quiet, cap)
             if best is None or at < best:
@@ -131,7 +137,7 @@ def pending(state: UserState, policy: Policy) -> list[Pending]:
 
 # ---- deciding -----------------------------------------------------------------
 def decide_on_time(
-    state: UserState, now_ms: int, policy: Policy, p_alive_at: PAliveAt | None = None
+    state: UserState, now_ms: int, policy: Policy, churn_model: ChurnModel | None = None
 ) -> tuple[UserState, list[Trigger]]:
     """The state and triggers at ``now_ms``: re-derived health and segment
     (lifecycle changes), then every marketing rule that is due and deliverable."""
@@ -147,7 +153,7 @@ def decide_on_time(
     triggers = [t for t in decide_on_event(state, derived, tick) if t.type != "stage_changed"]
     current = derived
     dues = pending(current, policy)
-    churn = model_warning(current, policy, p_alive_at)
+    churn = model_warning(current, policy, churn_model)
     if churn is not None:
         dues.append(churn)
     for due in sorted(dues, key=lambda d: d.due_ms):
@@ -162,15 +168,15 @@ def decide_on_time(
 
 
 def run_until(
-    state: UserState | None, until_ms: int, policy: Policy, p_alive_at: PAliveAt | None = None
+    state: UserState | None, until_ms: int, policy: Policy, churn_model: ChurnModel | None = None
 ) -> tuple[UserState | None, list[Trigger]]:
     """Decide at every deadline up to ``until_ms``, in order (deterministic:
     each decision happens at its own deadline, whenever it is run)."""
     triggers: list[Trigger] = []
     for _ in range(1000):  # a guard; each round moves a deadline or ends
-        deadline = next_deadline(state, policy, p_alive_at)
+        deadline = next_deadline(state, policy, churn_model)
         if state is None or deadline is None or deadline > until_ms:
             return state, triggers
-        state, fired = decide_on_time(state, deadline, policy, p_alive_at)
+        state, fired = decide_on_time(state, deadline, policy, churn_model)
         triggers += fired
     return state, triggers

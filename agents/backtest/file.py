@@ -29,7 +29,7 @@ from agents.files.rows import (
     Rejection,
 )
 from streams.batch import DeadLetter
-from streams.churn import PAliveAt
+from streams.churn import ChurnModel
 from streams.datasets import OrderError
 from streams.errors import EventError
 from streams.policy import DEFAULT_POLICY, Policy
@@ -47,7 +47,7 @@ def backtest_file(
     presorted: bool | None = None,
     max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
     keep_triggers: bool = False,
-    p_alive_at: PAliveAt | None = None,
+    churn_model: ChurnModel | None = None,
     partitions: int = DEFAULT_PARTITIONS,
     lateness_ms: int | None = None,
 ) -> BacktestReport:
@@ -60,7 +60,7 @@ def backtest_file(
     are left out (in a time-sorted dataset nothing after the first is
     read); the timers run to ``until_ms`` or to each partition's stream time.
     Every trigger is written to ``csv_path`` (:data:`CSV_COLUMNS`) when given;
-    ``progress`` is called about every second; ``p_alive_at``,
+    ``progress`` is called about every second; ``churn_model``,
     ``partitions`` and ``lateness_ms`` as for :func:`~agents.backtest.run.backtest`.
 
     Raises :class:`BacktestError` (or another ``UserpulseError``) for an
@@ -84,7 +84,7 @@ def backtest_file(
         policy,
         (lambda t: writer.writerow(csv_row(t))) if writer is not None else None,
         keep_triggers=keep_triggers,
-        p_alive_at=p_alive_at,
+        churn_model=churn_model,
         partitions=partitions,
         lateness_ms=lateness_ms,
     )

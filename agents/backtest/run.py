@@ -53,7 +53,7 @@ from agents.backtest.report import (
 from agents.errors import UserpulseError
 from agents.files.rows import Rejection
 from streams.batch import DeadLetter, Input, Record
-from streams.churn import PAliveAt
+from streams.churn import ChurnModel
 from streams.codec import encode_state
 from streams.contract import Limits
 from streams.engine import Engine
@@ -104,7 +104,7 @@ class Backtest:
         on_trigger: Callable[[Trigger], None] | None = None,
         *,
         keep_triggers: bool = False,
-        p_alive_at: PAliveAt | None = None,
+        churn_model: ChurnModel | None = None,
         partitions: int = DEFAULT_PARTITIONS,
         lateness_ms: int | None = None,
         batch: int = DEFAULT_BATCH,
@@ -113,7 +113,7 @@ class Backtest:
         self.on_trigger = on_trigger
         # no wall clock in a back-test: no event is too far in the future
         limits = Limits(max_future_skew_ms=_NEVER)
-        self.engine = Engine(policy, p_alive_at=p_alive_at, limits=limits)
+        self.engine = Engine(policy, churn_model=churn_model, limits=limits)
         self.partitions = partitions
         self.parts = [Partition(n, "stream", lateness_ms) for n in range(partitions)]
         self.batch = batch
@@ -308,7 +308,7 @@ def backtest(
     *,
     on_trigger: Callable[[Trigger], None] | None = None,
     keep_triggers: bool = True,
-    p_alive_at: PAliveAt | None = None,
+    churn_model: ChurnModel | None = None,
     partitions: int = DEFAULT_PARTITIONS,
     lateness_ms: int | None = None,
 ) -> BacktestReport:
@@ -317,8 +317,8 @@ def backtest(
     Events later than ``until_ms`` are skipped; the timers run to
     ``until_ms``, or to each partition's stream time without it. The
     triggers are kept in the report (``keep_triggers``) and passed to
-    ``on_trigger``. ``p_alive_at`` turns the churn model's rule on, as a
-    worker does once a model was fitted (:func:`agents.worker.model.model_p_alive_at`);
+    ``on_trigger``. ``churn_model`` turns the churn model's rule on, as a
+    worker does once a model was fitted (:class:`streams.churn.ChurnModel`);
     ``partitions`` and ``lateness_ms`` as for :class:`Backtest`.
     """
     started = time.monotonic()
@@ -326,7 +326,7 @@ def backtest(
         policy,
         on_trigger,
         keep_triggers=keep_triggers,
-        p_alive_at=p_alive_at,
+        churn_model=churn_model,
         partitions=partitions,
         lateness_ms=lateness_ms,
     )

@@ -18,13 +18,12 @@ from agents.errors import UserpulseError
 from agents.files.jsonl import LAYOUT_CHOICES
 from agents.kafka.model_topic import model_params
 from agents.settings import load_policy_file
-from agents.worker.model import model_p_alive_at
 from streams.bgnbd import BgNbdError
-from streams.churn import PAliveAt
+from streams.churn import ChurnModel
 from streams.errors import ConfigError
 
 
-def load_model_file(path: str | None) -> PAliveAt | None:
+def load_model_file(path: str | None) -> ChurnModel | None:
     """``--model``: the JSON record of the model topic (``r``, ``alpha``, ``a``,
     ``b``, ``unit_days``), e.g. saved from ``userpulse tail userpulse.model``;
     None: no model, as before the first ``userpulse fit``."""
@@ -48,7 +47,7 @@ def load_model_file(path: str | None) -> PAliveAt | None:
         raise ConfigError("--model", f"{path} lacks a parameter ({exc})", fix) from None
     except BgNbdError as exc:
         raise ConfigError("--model", f"{path}: {exc}", fix) from None
-    return model_p_alive_at(params, unit_days)
+    return ChurnModel(params, unit_days)
 
 
 @click.command("backtest", context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,7 +142,7 @@ def backtest_command(
 
     try:
         policy = load_policy_file(policy_path, key="--policy", unset="leave --policy out")
-        p_alive_at = load_model_file(model_path)
+        churn_model = load_model_file(model_path)
         report = backtest_file(
             file,
             policy,
@@ -154,7 +153,7 @@ def backtest_command(
             printer,
             presorted=presorted,
             max_lateness_s=max_lateness_s,
-            p_alive_at=p_alive_at,
+            churn_model=churn_model,
             partitions=partitions,
             lateness_ms=lateness_s * 1000 if lateness_s is not None else None,
         )

@@ -1,6 +1,5 @@
-"""The churn model as a worker applies it: P(alive) under the fitted
-parameters for churn warnings (:func:`model_p_alive_at`) and the profile
-fields the model adds (:func:`model_fields`).
+"""The profile fields the churn model adds (:func:`model_fields`); its
+churn warnings are the core's (:class:`streams.churn.ChurnModel`).
 
 `userpulse fit` (:mod:`agents.commands.fit`) publishes a
 :class:`~agents.kafka.model_topic.Model` to the model topic; every worker
@@ -14,37 +13,13 @@ import contextlib
 from agents.kafka.model_topic import Model
 from streams.bgnbd import (
     BgNbdError,
-    BgNbdParams,
     expected_next_purchase_days,
     expected_purchases,
     p_alive,
-    p_alive_at_ms,
     summary,
 )
-from streams.churn import PAliveAt
 from streams.policy import DAY_MS
 from streams.userstate import UserState
-
-
-def model_p_alive_at(params: BgNbdParams, unit_days: float) -> PAliveAt:
-    """P(alive) under fitted BG/NBD parameters, as a worker computes it once
-    ``userpulse fit`` published a model (docs/churn-model.md). A value the
-    series cannot give (:class:`~streams.bgnbd.BgNbdError`) is no answer."""
-
-    def p_alive_at(state: UserState, at_ms: int) -> float | None:
-        try:
-            return p_alive_at_ms(
-                params,
-                state.first_order_ms,
-                state.last_order_ms,
-                state.order_count,
-                at_ms,
-                unit_days,
-            )
-        except BgNbdError:
-            return None
-
-    return p_alive_at
 
 
 def model_fields(model: Model | None, state: UserState) -> dict[str, str]:

@@ -24,10 +24,11 @@ from agents.settings import Settings
 from agents.worker.committer import Committer, Effects, Send
 from agents.worker.counters import Counters, snapshot
 from agents.worker.deadlines import Deadlines
-from agents.worker.model import model_fields, model_p_alive_at
+from agents.worker.model import model_fields
 from agents.worker.store import BatchStore, store_url
 from streams import topics
 from streams.batch import Batch, Record
+from streams.churn import ChurnModel
 from streams.codec import decode_state, encode_state
 from streams.contract import Limits
 from streams.derived import DerivedMessage, Due, encode_derived
@@ -349,7 +350,7 @@ class Pipeline:
         """A newly fitted churn model: P(alive) deadlines are computed again."""
         self.model = model
         params, unit = model.params, model.unit_days
-        self.engine.p_alive_at = model_p_alive_at(params, unit)
+        self.engine.churn_model = ChurnModel(params, unit)
         if self.engine.refresh_ms is not None:
             # every profile gets the new model's numbers, spread over minutes
             self.engine.refresh_since_ms = now_ms()

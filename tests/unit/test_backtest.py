@@ -21,9 +21,8 @@ from agents.backtest.report import CSV_COLUMNS, TRIGGER_TYPES, BacktestProgress
 from agents.backtest.run import backtest
 from agents.commands.backtest import backtest_command
 from agents.commands.options import parse_time
-from agents.worker.model import model_p_alive_at
 from streams.bgnbd import BgNbdParams
-from streams.churn import win_back
+from streams.churn import ChurnModel, win_back
 from streams.events import Event
 from streams.policy import (
     ActivationPolicy,
@@ -227,9 +226,9 @@ def test_a_fitted_churn_model_turns_the_p_alive_rule_on() -> None:
     until = T0 + 400 * 86_400_000
     without = backtest(events.events, policy, until_ms=until)
     assert of_type(without.triggers, "churn_warning") == []
-    model = model_p_alive_at(CDNOW, 7.0)
+    model = ChurnModel(CDNOW, 7.0)
     [warning] = of_type(
-        backtest(events.events, policy, until_ms=until, p_alive_at=model).triggers,
+        backtest(events.events, policy, until_ms=until, churn_model=model).triggers,
         "churn_warning",
     )
     assert warning.reason["rule"] == "bgnbd_p_alive" and warning.reason["p_alive"] < 0.3

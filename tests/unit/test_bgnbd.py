@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate, special
 
 from streams import bgnbd, bgnbd_fit
@@ -257,11 +259,75 @@ def test_the_time_p_alive_falls_below_in_milliseconds() -> None:
     last = T0 + 3 * WEEK_MS
     at = bgnbd.alive_below_at_ms(PAPER, T0, last, 4, 0.3)
     assert at is not None
-    assert bgnbd.p_alive_at_ms(PAPER, T0, last, 4, at) == pytest.approx(0.3, abs=1e-6)
-    a_minute_before = bgnbd.p_alive_at_ms(PAPER, T0, last, 4, at - 60_000)
-    assert a_minute_before is not None and a_minute_before > 0.3
+    here, before = (bgnbd.p_alive_at_ms(PAPER, T0, last, 4, ms) for ms in (at, at - 1))
+    assert here is not None and before is not None
+    assert here == pytest.approx(0.3, abs=1e-9) and here < 0.3 <= before
+    age = bgnbd.alive_below_at(PAPER, 3, 3.0, 0.3)
+    assert age is not None and at == T0 + math.ceil(age * WEEK_MS)  # the closed form, rounded up
     assert bgnbd.alive_below_at_ms(PAPER, T0, T0, 1, 0.3) is None  # one purchase: never
+    assert bgnbd.alive_below_at_ms(PAPER, None, None, 0, 0.3) is None  # no purchase
     assert bgnbd.alive_below_at_ms(PAPER, T0, last, 4, 0.0) is None  # rule off
+
+
+def first_ms_below(p: BgNbdParams, first: int, last: int, count: int, threshold: float) -> int:
+    """What alive_below_at_ms must return, the slow way: a galloping search
+    for the first millisecond from the last order on whose P(alive) is below."""
+
+    def below(at: int) -> bool:
+        value = bgnbd.p_alive_at_ms(p, first, last, count, at)
+        return value is not None and value < threshold
+
+    if below(last):
+        return last
+    low, high = last, last + 1
+    while not below(high):
+        low, high = high, last + 2 * (high - last)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if below(mid) else (mid, high)
+    return high
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.builds(
+        BgNbdParams,
+        r=st.floats(0.05, 10),
+        alpha=st.floats(0.1, 50),
+        a=st.floats(0.05, 20),
+        b=st.floats(0.05, 50),
+    ),
+    st.integers(2, 60),
+    st.integers(0, 400 * DAY_MS),
+    st.floats(1e-6, 1.0) | st.sampled_from([0.0, 1e-9, 0.3, 0.999999999999, 1.0]),
+)
+def test_the_millisecond_is_the_first_one_p_alive_is_below_the_threshold(
+    p: BgNbdParams, count: int, span_ms: int, threshold: float
+) -> None:
+    """Exact against p_alive_at_ms itself: P(alive) is below the threshold at
+    the millisecond given and not the one before (unless that is before the
+    last order, where P(alive) is what it is at the last order)."""
+    last = T0 + span_ms
+    at = bgnbd.alive_below_at_ms(p, T0, last, count, threshold)
+    if threshold <= 0:
+        assert at is None
+        return
+    assert at is not None
+    assert at == first_ms_below(p, T0, last, count, threshold)
+    here, before = (bgnbd.p_alive_at_ms(p, T0, last, count, ms) for ms in (at, at - 1))
+    assert here is not None and before is not None
+    assert here < threshold
+    assert at == last or before >= threshold
+
+
+def test_a_threshold_beyond_any_time_has_no_millisecond() -> None:
+    """P(alive) would cross after e^700 weeks, or after more milliseconds
+    than a float holds: no time at all."""
+    slow = BgNbdParams(r=0.01, alpha=10.0, a=0.05, b=50.0)
+    assert bgnbd.alive_below_at(slow, 1, 0.0, 5e-324) is None
+    assert bgnbd.alive_below_at_ms(slow, T0, T0 + WEEK_MS, 2, 5e-324) is None
+    assert bgnbd.alive_below_at(slow, 1, 0.0, 1e-300) is not None
+    assert bgnbd.alive_below_at_ms(slow, T0, T0, 2, 1e-300) is None
 
 
 # ---- the hypergeometric function ---------------------------------------------------

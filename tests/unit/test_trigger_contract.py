@@ -17,7 +17,8 @@ import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from streams import activation, cart, churn, triggers
-from streams.churn import PAliveAt, win_back
+from streams.bgnbd import BgNbdParams
+from streams.churn import ChurnModel, win_back
 from streams.events import Event
 from streams.policy import (
     ActivationPolicy,
@@ -76,8 +77,8 @@ class Driver:
         self.fired += [*fired, *decide_on_event(caught, new, event), *win_back(caught, new, event)]
         self.state = new
 
-    def until(self, at_ms: int, p_alive_at: PAliveAt | None = None) -> None:
-        self.state, fired = run_until(self.state, at_ms, self.policy, p_alive_at)
+    def until(self, at_ms: int, churn_model: ChurnModel | None = None) -> None:
+        self.state, fired = run_until(self.state, at_ms, self.policy, churn_model)
         self.fired += fired
 
 
@@ -106,13 +107,12 @@ def scenario(policy: Policy) -> list[Trigger]:
     for k, day in enumerate((0, 20, 45)):
         c.on("order_completed", T0 + day * DAY, order_id=f"o-3{k}", revenue=400.0,
              currency="EUR", products=[])  # fmt: skip
-    c.until(T0 + 150 * DAY, _p_alive)
+    c.until(T0 + 200 * DAY, CDNOW)
     return [*a.fired, *b.fired, *c.fired]
 
 
-def _p_alive(state: UserState, at_ms: int) -> float:
-    """A stand-in for fitted BG/NBD: P(alive) halves every 30 days of absence."""
-    return float(0.5 ** ((at_ms - state.last_seen_ms) / (30 * DAY)))
+#: the BG/NBD estimates of Fader, Hardie & Lee (2005) for CDNOW, in weeks
+CDNOW = ChurnModel(BgNbdParams(r=0.243, alpha=4.414, a=0.793, b=2.426), unit_days=7.0)
 
 
 def doc(trigger: Trigger) -> dict[str, Any]:
