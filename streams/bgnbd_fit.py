@@ -92,6 +92,10 @@ def fit(
     )
     theta = np.asarray(result.x, dtype=np.float64)
     r, alpha, a, b = (float(v) for v in np.exp(theta))
+    # with ftol this tight, L-BFGS-B can stop in its line search once the
+    # objective is flat to machine precision: that is an optimum if the
+    # gradient there is flat too
+    at_optimum = bool(result.success) or _flat(objective(theta)[1])
     on_bound = tuple(
         name
         for name, v in zip(("r", "alpha", "a", "b"), theta, strict=True)
@@ -101,9 +105,18 @@ def fit(
         params=BgNbdParams(r, alpha, a, b),
         log_likelihood=customers.log_likelihood(theta)[0],
         iterations=int(result.nit),
-        converged=bool(result.success) and not on_bound,
+        converged=at_optimum and not on_bound,
         on_bound=on_bound,
     )
+
+
+_FLAT_GRADIENT: Final = 1e-6
+
+
+def _flat(gradient: FloatArray) -> bool:
+    """Whether the per-customer gradient over the log-parameters is zero to
+    within what the likelihood's rounding allows."""
+    return bool(np.max(np.abs(gradient)) < _FLAT_GRADIENT)
 
 
 @dataclass(frozen=True, slots=True)
