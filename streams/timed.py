@@ -32,7 +32,7 @@ from streams.churn import (
     model_due,
     model_warning,
 )
-from streams.delivery import Pending, deliver, deliverable_at, emit, quiet_table
+from streams.delivery import Pending, QuietTable, deliver, deliverable_at, emit, quiet_table
 from streams.events import Event
 from streams.policy import Policy, Precomputed, precomputed
 from streams.state import derive
@@ -58,47 +58,17 @@ def deadline_of(
     stage = state.stage
     if stage in (STAGE_MERGED, STAGE_ERASED) or state.merged_into is not None:
         return None  # merged into a known user: the user's own state has the timers
-    # the due times of pending() and model_due() moved past quiet hours and
-    # the daily cap, then those at which health or the RFM recency score
-    # change by themselves — inline, without building the triggers: it runs
-    # once per event (tests/unit/test_fold.py holds it to the rules' own times)
-    policy = pre.policy
-    delivery = policy.delivery
-    quiet = quiet_table(state, delivery) if pre.quiet is not None else None
-    cap = delivery.daily_cap
-    best: int | None = None
-    cart = state.cart
-    if (
-        cart is not None
-        and cart.reminders_sent < pre.cart_steps
-        and cart.value >= policy.cart.min_value
-    ):
-        best = deliver(
-            cart.last_change_ms + pre.cart_delays_ms[cart.reminders_sent], state, quiet, cap
-        )
-    signup = state.signup_ms
-    if (
-        signup is not None
-        and state.activation_ms is None
-        and state.stalled_sent < pre.stalled_steps
-    ):
-        at = deliver(signup + pre.stalled_ms[state.stalled_sent], state, quiet, cap)
-        if best is None or at < best:
-            best = at
-    last_seen = state.last_seen_ms
-    if pre.inactivity_ms > 0 and state.churn_warned_ms is None:
-        at = deliver(last_seen + pre.inactivity_ms, state, quiet, cap)
-        if best is None or at < best:
-            best = at
-    if churn_model is not None:
-        churn = model_due(state, policy, churn_model)
-        if churn is not None:
-            at = deliver(churn, state, quiet, cap)
-            if best is None or at < best:
-                best = at
+    # the times at which health or the RFM recency score change by
+    # themselves, then the due times of pending() and model_due() moved past
+    # quiet hours and the daily cap — inline, without building the triggers:
+    # it runs once per event (tests/unit/test_fold.py holds it to the rules'
+    # own times). Deferring only moves a time later, so a due time not before
+    # the best so far is not deferred at all.
     evaluated = state.evaluated_ms  # derivations only count once ahead of it
+    last_seen = state.last_seen_ms
+    best: int | None = None
     at = state.first_seen_ms + pre.new_ms
-    if at > evaluated and (best is None or at < best):
+    if at > evaluated:
         best = at
     at = last_seen + pre.active_ms
     if at > evaluated and (best is None or at < best):
@@ -117,7 +87,55 @@ def deadline_of(
             at = last_order + recency + 1
             if at > evaluated and (best is None or at < best):
                 best = at
+    policy = pre.policy
+    quiet: QuietTable | None = None
+    looked = False  # quiet looked up yet
+    cart = state.cart
+    if (
+        cart is not None
+        and cart.reminders_sent < pre.cart_steps
+        and cart.value >= policy.cart.min_value
+    ):
+        due = cart.last_change_ms + pre.cart_delays_ms[cart.reminders_sent]
+        if best is None or due < best:
+            quiet, looked = _quiet(state, pre), True
+            at = deliver(due, state, quiet, policy.delivery.daily_cap)
+            if best is None or at < best:
+                best = at
+    signup = state.signup_ms
+    if (
+        signup is not None
+        and state.activation_ms is None
+        and state.stalled_sent < pre.stalled_steps
+    ):
+        due = signup + pre.stalled_ms[state.stalled_sent]
+        if best is None or due < best:
+            if not looked:
+                quiet, looked = _quiet(state, pre), True
+            at = deliver(due, state, quiet, policy.delivery.daily_cap)
+            if best is None or at < best:
+                best = at
+    if pre.inactivity_ms > 0 and state.churn_warned_ms is None:
+        due = last_seen + pre.inactivity_ms
+        if best is None or due < best:
+            if not looked:
+                quiet, looked = _quiet(state, pre), True
+            at = deliver(due, state, quiet, policy.delivery.daily_cap)
+            if best is None or at < best:
+                best = at
+    if churn_model is not None:
+        due_at = model_due(state, policy, churn_model)
+        if due_at is not None and (best is None or due_at < best):
+            if not looked:
+                quiet, looked = _quiet(state, pre), True
+            at = deliver(due_at, state, quiet, policy.delivery.daily_cap)
+            if best is None or at < best:
+                best = at
     return best
+
+
+def _quiet(state: AnyState, pre: Precomputed) -> QuietTable | None:
+    return quiet_table(state, pre.policy.delivery) if pre.quiet is not None else None
 
 
 # ---- what ---------------------------------------------------------------------

@@ -191,6 +191,49 @@ def test_next_deadline_is_the_earliest_time_a_rule_is_due(events: list[Event]) -
             assert next_deadline(state, POLICY) == deadline_the_slow_way(state, POLICY)
 
 
+#: one marketing trigger a day and long quiet hours: most due times are deferred
+CAPPED = replace(POLICY, delivery=replace(POLICY.delivery, daily_cap=1, quiet_hours=(18, 10)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories(), st.lists(st.integers(0, 40 * DAY_MS), min_size=1, max_size=4))
+def test_next_deadline_with_triggers_sent_and_deferred(
+    events: list[Event], waits: list[int]
+) -> None:
+    """The same on states that have sent triggers (reminders, nudges, the
+    day's count at its cap) and under a policy that defers most of them: a
+    due time moved past quiet hours or the cap must not hide a later one."""
+    state: UserState | None = None
+    for event in sorted(events, key=lambda e: e.timestamp_ms):
+        state = apply(state, event, CAPPED)
+    assert state is not None
+    at = state.last_seen_ms
+    for wait in waits:
+        at += wait
+        state, _ = run_until(state, at, CAPPED)
+        assert state is not None
+        assert next_deadline(state, CAPPED) == deadline_the_slow_way(state, CAPPED)
+
+
+def test_a_deferred_reminder_does_not_hide_an_earlier_change_of_health() -> None:
+    """A cart reminder due an hour before the user stops being new, but in
+    quiet hours: deferred to the morning, it is not the next deadline — the
+    change of health at the end of the first week is."""
+    first = 1_700_089_200_000  # 2023-11-15T23:00:00Z
+    week = 7 * DAY_MS
+    seen = Event("e1", "page_viewed", first, user_id="u1")
+    added = Event(
+        "e2",
+        "product_added",
+        first + week - 2 * 3_600_000,  # reminder due 22:00 UTC: quiet until 08:00
+        user_id="u1",
+        properties={"product_id": "p1", "quantity": 1, "price": 10.0, "cart_id": "c1"},
+    )
+    state = apply(apply(None, seen, POLICY), added, POLICY)
+    assert state is not None
+    assert next_deadline(state, POLICY) == first + week == deadline_the_slow_way(state, POLICY)
+
+
 def _quiet_until_reference(at_ms: int, state: UserState, delivery: DeliveryPolicy) -> int | None:
     """quiet_until as it was, with a datetime conversion per call."""
     import zoneinfo
