@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import orjson
 
+from agents import gc_tuning
 from agents.backtest.file import backtest_file
 from agents.backtest.report import BacktestProgress, summary
 from agents.backtest.run import DEFAULT_PARTITIONS
@@ -143,6 +144,7 @@ def backtest_command(
     try:
         policy = load_policy_file(policy_path, key="--policy", unset="leave --policy out")
         churn_model = load_model_file(model_path)
+        gc_tuning.tune()
         report = backtest_file(
             file,
             policy,
