@@ -3,8 +3,9 @@ default (as the variable's text), meaning and check — and read back.
 
 :func:`setting` makes a dataclass field of such a declaration;
 :func:`declarations` lists them, :func:`read_fields` reads a class's fields
-from an environment and :func:`env_text` writes a value back as its
-variable's text. :mod:`agents.settings` declares every setting with them.
+from an environment, :func:`origin` says where a value came from and
+:func:`env_text` writes a value back as its variable's text.
+:mod:`agents.settings` declares every setting with them.
 A :class:`Secret` keeps a value out of ``repr`` and logs.
 """
 
@@ -16,6 +17,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
+
+#: In a derived setting's value, what stands for the value it is derived from
+#: (the topic prefix, for the names of an environment).
+PREFIX = "{prefix}"
 
 #: A check: (variable, stripped text) -> the value, or a ConfigError naming the variable.
 Parse = Callable[[str, str], T]
@@ -61,6 +66,8 @@ class EnvSetting:
     default: str
     doc: str
     parse: Callable[[str, str], object]
+    #: the variable this setting's default is derived from ("": a fixed default)
+    derived_from: str = ""
 
     def read(self, environ: Mapping[str, str]) -> object:
         return self.parse(self.env, environ.get(self.env, self.default).strip())
@@ -69,12 +76,14 @@ class EnvSetting:
 _SPEC = "userpulse.setting"
 
 
-def setting(env: str, default: str, doc: str, parse: Parse[T]) -> T:
+def setting(env: str, default: str, doc: str, parse: Parse[T], *, derived_from: str = "") -> T:
     """A settings field declared by its variable ``env``, its ``default`` text,
     its meaning and its check; the field's default is ``parse(env, default)``,
     made afresh for each instance (``setting`` is a field specifier like
-    ``dataclasses.field``, which ruff's RUF009 cannot tell)."""
-    spec = EnvSetting(env, default, doc, parse)
+    ``dataclasses.field``, which ruff's RUF009 cannot tell). ``derived_from``
+    names the variable a derived default is made from (the settings class
+    derives it)."""
+    spec = EnvSetting(env, default, doc, parse, derived_from)
     return field(default_factory=lambda: parse(env, default), metadata={_SPEC: spec})
 
 
@@ -87,6 +96,16 @@ def declarations(cls: type) -> Iterator[tuple[str, EnvSetting]]:
 def read_fields(cls: type, environ: Mapping[str, str]) -> dict[str, Any]:
     """Every setting of the dataclass ``cls``, read from ``environ`` (defaults where unset)."""
     return {name: spec.read(environ) for name, spec in declarations(cls)}
+
+
+def origin(spec: EnvSetting, environ: Mapping[str, str]) -> str:
+    """Where the value of ``spec``'s setting comes from in ``environ``: set by
+    its variable, derived from another one, or its fixed default."""
+    if spec.env in environ:
+        return f"set by {spec.env}"
+    if spec.derived_from:
+        return f"derived from {spec.derived_from}"
+    return "default"
 
 
 def env_text(value: object) -> str:

@@ -4,8 +4,9 @@ Integration and end-to-end tests run against a real Kafka broker and a real
 Redis server. The session starts the project's own local stack once (in a
 temporary directory, on free ports) and stops it at the end — unless
 USERPULSE_KAFKA_BOOTSTRAP is set, in which case that stack (and
-USERPULSE_REDIS_URL) is used as it is. Each test gets its own topic prefix,
-consumer group and Redis key prefix, so tests never see each other's data.
+USERPULSE_REDIS_URL) is used as it is. Each test gets its own environment
+(topic prefix, and so consumer group and Redis key prefix) and data dir, so
+tests never see each other's data.
 """
 
 from __future__ import annotations
@@ -73,18 +74,17 @@ def stack_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoi
 
 @pytest.fixture
 def settings(stack_endpoints: Endpoints, tmp_path: Path) -> Settings:
-    """Settings isolated to this test: own topics, group, Redis keys, data dir, port."""
+    """Settings isolated to this test: its own environment (a topic prefix, from
+    which its consumer group, changelog and Redis keys derive), data dir, port."""
     run = uuid.uuid4().hex[:10]
     return Settings(
         kafka_bootstrap=stack_endpoints.kafka_bootstrap,
         redis_url=Secret(stack_endpoints.redis_url),
         topic_prefix=f"t{run}-",
-        app_id=f"t{run}",
         store="rocksdb://",
         data_dir=tmp_path / "data",
         web_port=free_port(),
         partitions=4,
-        redis_key_prefix=f"t{run}:",
         log_level="info",
         session_timeout_s=8,  # a SIGKILLed worker's partitions move on quickly
     )

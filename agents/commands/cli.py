@@ -14,7 +14,7 @@ import orjson
 
 from agents.commands.terminal import fail, friendly_errors
 from agents.errors import UserpulseError
-from agents.settings import REFERENCE, Settings, StackSettings
+from agents.settings import Settings, StackSettings, describe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -170,10 +170,11 @@ def profile(user_id: str) -> None:
 
 
 @main.command()
+@friendly_errors
 def settings() -> None:
-    """List every USERPULSE_* setting with its default."""
-    for name, default, meaning in REFERENCE:
-        click.echo(f"{name:34} {default or '(empty)':28} {meaning}")
+    """List every USERPULSE_* setting: its value, where it came from, its meaning."""
+    for name, value, source, meaning in describe():
+        click.echo(f"{name:34} {value or '(empty)':34} {source:38} {meaning}")
 
 
 def _register_commands() -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from agents.envvars import Secret, declarations, redact_url
-from agents.settings import REFERENCE, Settings, StackSettings
+from agents.settings import REFERENCE, Settings, StackSettings, describe
 from streams.errors import ConfigError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -138,3 +138,73 @@ def test_the_demo_policy_loads_and_has_second_scale_reminders() -> None:
     policy = Settings.from_env({"USERPULSE_POLICY_FILE": str(demo)}).load_policy()
     assert policy.cart.reminder_delays_s == (8, 30)
     assert policy.delivery.quiet_hours == ()
+
+
+# ---- one name per environment ------------------------------------------------------
+def test_the_topic_prefix_names_everything_an_environment_owns() -> None:
+    default = Settings.from_env({})
+    assert (default.app_id, default.redis_key_prefix, default.data_dir) == (
+        "userpulse",
+        "up:",
+        Path(".userpulse/data"),
+    )
+    staging = Settings.from_env({"USERPULSE_TOPIC_PREFIX": "staging-"})
+    assert staging.topic("user-events") == "staging-user-events"
+    assert staging.app_id == "staging-userpulse"
+    assert staging.redis_key_prefix == "staging-up:"
+    assert staging.data_dir == Path(".userpulse/staging-data")
+    assert Settings(topic_prefix="staging-") == staging  # the constructor derives the same
+
+
+def test_each_derived_name_can_be_set_and_may_use_the_prefix() -> None:
+    s = Settings.from_env(
+        {
+            "USERPULSE_TOPIC_PREFIX": "eu.",
+            "USERPULSE_APP_ID": "lifecycle",
+            "USERPULSE_REDIS_KEY_PREFIX": "tenant:{prefix}",
+            "USERPULSE_DATA_DIR": "/var/lib/userpulse/{prefix}tables",
+        }
+    )
+    assert s.app_id == "lifecycle"
+    assert s.redis_key_prefix == "tenant:eu."
+    assert s.data_dir == Path("/var/lib/userpulse/eu.tables")
+    assert Settings.from_env(s.to_env()) == s
+
+
+def test_settings_says_where_each_value_came_from() -> None:
+    rows = {
+        name: (value, source)
+        for name, value, source, _ in describe(
+            {"USERPULSE_TOPIC_PREFIX": "qa-", "USERPULSE_REDIS_KEY_PREFIX": "x:"}
+        )
+    }
+    assert rows["USERPULSE_TOPIC_PREFIX"] == ("qa-", "set by USERPULSE_TOPIC_PREFIX")
+    assert rows["USERPULSE_APP_ID"] == ("qa-userpulse", "derived from USERPULSE_TOPIC_PREFIX")
+    assert rows["USERPULSE_DATA_DIR"] == (
+        ".userpulse/qa-data",
+        "derived from USERPULSE_TOPIC_PREFIX",
+    )
+    assert rows["USERPULSE_REDIS_KEY_PREFIX"] == ("x:", "set by USERPULSE_REDIS_KEY_PREFIX")
+    assert rows["USERPULSE_PARTITIONS"] == ("8", "default")
+    assert rows["USERPULSE_STACK_KAFKA_PORT"] == ("9092", "default")
+
+
+def test_settings_never_shows_a_password() -> None:
+    rows = describe({"USERPULSE_REDIS_URL": "redis://:hunter2@r:6379/0"})
+    assert not any("hunter2" in value for _, value, _, _ in rows)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("USERPULSE_TOPIC_PREFIX", "staging/"),
+        ("USERPULSE_TOPIC_PREFIX", "my env-"),
+        ("USERPULSE_APP_ID", "user pulse"),
+        ("USERPULSE_APP_ID", "{prefix"),
+    ],
+)
+def test_names_kafka_would_refuse_are_refused_at_once(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({key: value})
+    assert info.value.key == key
+    assert "letters, digits" in info.value.fix
