@@ -273,7 +273,7 @@ class StackSettings:
         ports = [stack.kafka_port, stack.controller_port, stack.redis_port]
         if len(set(ports)) != len(ports):
             raise ConfigError(
-                "USERPULSE_STACK_*checks.PORT",
+                "USERPULSE_STACK_*_PORT",
                 f"Kafka, controller and Redis ports must differ, got {ports}",
                 "give each its own port",
             )

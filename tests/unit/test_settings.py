@@ -107,6 +107,7 @@ def test_stack_settings_read_their_own_keys_and_reject_clashing_ports() -> None:
     with pytest.raises(ConfigError) as info:
         StackSettings.from_env({"USERPULSE_STACK_REDIS_PORT": "9092"})
     assert "must differ" in info.value.problem
+    assert info.value.key == "USERPULSE_STACK_*_PORT"
 
 
 def test_the_policy_file_is_loaded_and_a_bad_one_names_the_key(tmp_path: Path) -> None:
