@@ -76,16 +76,20 @@ def worker(web_port: int | None) -> None:
     """Run one worker: consume user-events, keep state, project to Redis, emit triggers.
 
     Start more workers (same USERPULSE_APP_ID) to scale; each takes a share
-    of the partitions. Stops gracefully on SIGTERM / Ctrl-C.
+    of the partitions. Refuses to start on another environment's consumer
+    group, data dir or Redis key prefix. Stops gracefully on SIGTERM / Ctrl-C.
     """
     import dataclasses
 
+    from agents.environment import claim_environment
     from agents.kafka.admin import ensure_topics
 
     settings = Settings.from_env()
     if web_port is not None:
         settings = dataclasses.replace(settings, web_port=web_port)
     settings.load_policy()  # a bad policy file stops the worker before it joins the group
+    # another environment's group, data dir or Redis keys: stop before touching anything
+    claim_environment(settings)
     created = ensure_topics(settings)
     if created:
         click.echo(f"created topics: {', '.join(created)}", err=True)

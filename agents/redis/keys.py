@@ -10,6 +10,8 @@ key                            type       holds
 ``{p}idxvals:{dimension}``     set        the values of ``dimension`` that have users
 ``{p}idxdims``                 set        every dimension ever indexed
 ``{p}erased:{user}``           string     the erasure's version; expires after 7 days
+``{p}environment``             string     the environment that owns the prefix (JSON:
+                                          topic prefix, app id; agents/environment.py)
 =============================  =========  ==========================================
 
 The writer's scripts (:mod:`agents.redis.projection`) build index keys from
@@ -54,3 +56,8 @@ def index_dimensions_key(prefix: str) -> str:
 def tombstone_key(prefix: str, user_id: str) -> str:
     """The erasure version of ``user_id``, kept for :data:`TOMBSTONE_TTL_S`."""
     return f"{prefix}erased:{user_id}"
+
+
+def environment_key(prefix: str) -> str:
+    """The marker of the environment that owns ``prefix`` (set by its first worker)."""
+    return f"{prefix}environment"
