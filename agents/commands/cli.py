@@ -158,11 +158,13 @@ def profile(user_id: str) -> None:
     """Print USER_ID's profile from Redis."""
     import redis
 
+    from agents.environment import check_redis_prefix
     from agents.redis.profiles import ProfileReader
 
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url.reveal(), decode_responses=True)
     try:
+        check_redis_prefix(settings, client)
         fields = ProfileReader(client, settings.redis_key_prefix).profile(user_id)
     except (redis.RedisError, OSError) as exc:
         raise UserpulseError(

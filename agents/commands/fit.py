@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import click
 
 from agents.commands.options import TimeType, format_time
+from agents.environment import check_consumer_group
 from agents.errors import UserpulseError
 from agents.kafka.changelog import changelog_topic, read_states
 from agents.kafka.model_topic import (
@@ -230,6 +231,7 @@ def fit_command(
     """Fit the BG/NBD churn model on every user's state and publish it to the workers."""
     try:
         settings = Settings.from_env()
+        check_consumer_group(settings)  # never another environment's changelog
         started = time.monotonic()
         click.echo(f"reading states from {changelog_topic(settings)} …", err=True)
         population = Population.of(read_states(settings))

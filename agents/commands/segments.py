@@ -14,6 +14,7 @@ import orjson
 import redis
 
 from agents.commands.terminal import fail
+from agents.environment import check_redis_prefix
 from agents.envvars import redact_url
 from agents.redis.profiles import ProfileReader
 from agents.settings import Settings
@@ -78,6 +79,7 @@ def segments_command(list_: tuple[str, str] | None, limit: int | None, as_json: 
         )
         reader = ProfileReader(client, settings.redis_key_prefix)
         try:
+            check_redis_prefix(settings, client)  # never another environment's keys
             if list_ is None:
                 _show_counts(reader, as_json)
             else:

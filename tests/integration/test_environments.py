@@ -1,7 +1,8 @@
 """The start-up refusals of docs/environments.md, on the real Kafka and Redis:
 a worker whose data dir, Redis key prefix or consumer group belongs to
 another environment stops with one line naming the conflict and the fix,
-exit code 2, before it joins the group."""
+exit code 2, before it joins the group; the reading commands refuse another
+environment's Redis keys the same way."""
 
 from __future__ import annotations
 
@@ -138,6 +139,9 @@ def test_a_redis_key_prefix_of_another_environment_is_refused(
     )
     assert f"topic prefix {settings.topic_prefix!r}" in line
     assert "Fix: unset USERPULSE_REDIS_KEY_PREFIX to derive one from the topic prefix" in line
+    # reading never looks at another environment's keys either
+    for command in (["profile", "ada"], ["segments"]):
+        assert "belong to another environment" in refusal(intruder, *command)
     assert orjson.loads(client.get(key) or b"") == identity(settings)
 
 
@@ -201,6 +205,8 @@ def test_a_group_with_offsets_of_other_topics_is_refused(
         f"USERPULSE_APP_ID: consumer group {settings.app_id!r} has offsets of "
         f"{settings.topic(topics.USER_EVENTS)}, not topics of this environment" in line
     )
+    # nor does `userpulse fit` read that group's changelog as this environment's states
+    assert refusal(intruder, "fit") == line
 
 
 def test_two_environments_claim_side_by_side(settings: Settings, other: Settings) -> None:

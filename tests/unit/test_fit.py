@@ -253,6 +253,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Model]]:
     states = cdnow_states()
     models: list[Model] = []
     monkeypatch.setattr(agents.commands.fit, "read_states", lambda settings: iter(states))
+    monkeypatch.setattr(agents.commands.fit, "check_consumer_group", lambda settings: None)
     monkeypatch.setattr(
         agents.commands.fit, "publish_model", lambda settings, model: models.append(model)
     )
