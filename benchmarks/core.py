@@ -14,8 +14,6 @@ lateness (deadlines fire on the user's next event), once with lateness 0
 (deadlines also fire in-stream as soon as the stream time passes them).
 Internal messages the engine sends (none with the generator's mix) are fed
 back to their partition in the next batch, as the derived agent would.
-The garbage collector is tuned as in the worker (``agents.gc_tuning``:
-what exists after start-up, here the prepared input, is frozen).
 
 The gap between this rate and ``benchmarks.pipeline`` is what Faust, the
 table, the producer and Redis cost.
@@ -35,7 +33,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import gc_tuning
 from benchmarks import harness
 from benchmarks.generator import generate
 from streams.batch import Input, Record
@@ -143,7 +140,6 @@ def measure(
 ) -> dict[str, Any]:
     """Each lateness ``repeat`` times, interleaved; the rates and what each run did."""
     data = prepare(events, users)
-    gc_tuning.tune()  # as the worker does after start-up
     seconds: dict[int | None, list[float]] = {lateness: [] for lateness in LATENESS}
     cpu: dict[int | None, list[float]] = {lateness: [] for lateness in LATENESS}
     counts: dict[int | None, Counts] = {}
@@ -218,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.profile:
         data = prepare(args.events, args.users)
-        gc_tuning.tune()
         profiler = cProfile.Profile()
         started = time.perf_counter()
         counts = profiler.runcall(run, data, None)

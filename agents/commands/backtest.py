@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 import orjson
 
-from agents import gc_tuning
 from agents.backtest.file import backtest_file
 from agents.backtest.report import BacktestProgress, summary
 from agents.backtest.run import DEFAULT_PARTITIONS
@@ -144,7 +143,6 @@ def backtest_command(
     try:
         policy = load_policy_file(policy_path, key="--policy", unset="leave --policy out")
         churn_model = load_model_file(model_path)
-        gc_tuning.tune()
         report = backtest_file(
             file,
             policy,

@@ -6,7 +6,6 @@ import logging
 
 import faust
 
-from agents import gc_tuning
 from agents.envvars import redact_url
 from agents.settings import Settings
 from agents.worker import faust_tuning
@@ -30,7 +29,6 @@ def run_worker(settings: Settings) -> None:
         settings.store,
     )
     worker = _Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
-    gc_tuning.tune()
     worker.execute_from_commandline()
 
 
