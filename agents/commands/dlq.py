@@ -49,6 +49,12 @@ def format_dead_letter(letter: DeadLetter, *, max_chars: int = SHOW_MAX_CHARS) -
         f"  key    {_show_bytes(letter.key)}",
     ]
     value = letter.value
+    if letter.truncated:
+        size = "?" if letter.source_size is None else f"{letter.source_size:,}"
+        lines.append(
+            f"  by reference: the original ({size} bytes) was too big to dead-letter; "
+            f"read it at {letter.source}"
+        )
     if value is None:
         lines.append("  value  (none)")
     else:
@@ -117,6 +123,8 @@ def export_dead_letters(
 
 def _unexportable(letter: DeadLetter) -> str:
     text = letter.text()
+    if letter.truncated:
+        return f"is only the first bytes of the original (read it whole at {letter.source})"
     if letter.value is None or not letter.value.strip():
         return "has no value"
     if text is None:

@@ -1,8 +1,10 @@
 """The dead-letter topic: rejected ``user-events`` records, untouched —
 original key and value — with the reason and the source position in headers
-(:data:`DLQ_HEADERS`; docs/dead-letters.md).
+(:data:`DLQ_HEADERS`; docs/dead-letters.md). A record too big to be sent
+again as it is goes *by reference* (:func:`dead_letter_record`): its first
+:data:`PREVIEW_BYTES` bytes, its size and where to read it whole.
 
-The worker writes them (:func:`dead_letter_headers`); ``userpulse dlq``
+The worker writes them (:func:`dead_letter_record`); ``userpulse dlq``
 (:mod:`agents.commands.dlq`) reads them back. The topic is read from the
 beginning up to the end offsets it has when the read starts (and on, with
 ``follow``). Records carry their broker timestamp, which orders dead letters
@@ -18,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -42,6 +45,16 @@ DLQ_HEADERS = (
     "userpulse.source.offset",
 )
 _CODE, _PATH, _MESSAGE, _TOPIC, _PARTITION, _OFFSET = DLQ_HEADERS
+#: Headers added to a dead letter by reference: the original value's size in
+#: bytes, and ``true`` — the value holds only the original's first bytes (or none).
+SIZE_HEADER = "userpulse.source.size"
+TRUNCATED_HEADER = "userpulse.value.truncated"
+
+#: How much of an original too big to be dead-lettered whole a dead letter keeps.
+PREVIEW_BYTES = 1024
+
+#: ``(key, value, headers)`` of a dead letter
+Letter = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 _CONSUMER_OPTIONS = {"bootstrap_timeout_ms": 10_000}
 
@@ -53,6 +66,47 @@ def dead_letter_headers(
     that ``error`` rejects."""
     values = (error.code, error.path, error.message, topic, str(partition), str(offset))
     return [(name, value.encode()) for name, value in zip(DLQ_HEADERS, values, strict=True)]
+
+
+def dead_letter_record(
+    error: EventError,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    max_bytes: int,
+) -> Letter:
+    """The dead letter of the record ``key``/``value`` at ``topic[partition]@offset``:
+    the original untouched when the record fits in ``max_bytes`` (the
+    producer's request limit), else by reference (:func:`by_reference`)."""
+    headers = dead_letter_headers(error, topic, partition, offset)
+    if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) <= max_bytes:
+        return key, value, headers
+    return by_reference(error, topic, partition, offset, key, value, keep=PREVIEW_BYTES)
+
+
+def by_reference(
+    error: EventError,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    keep: int = 0,
+) -> Letter:
+    """A dead letter that names the original instead of carrying it: its
+    first ``keep`` bytes (none: no value), its size, the reason and where it
+    is (the source topic still holds it, within its retention)."""
+    headers = dead_letter_headers(error, topic, partition, offset)
+    size = len(value) if value is not None else 0
+    headers += [(SIZE_HEADER, str(size).encode()), (TRUNCATED_HEADER, b"true")]
+    if key is not None and len(key) > PREVIEW_BYTES:
+        key = key[:PREVIEW_BYTES]  # a key that big was rejected with the record (too_large)
+    preview = value[:keep] if value is not None and keep > 0 else None
+    return key, preview, headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +129,10 @@ class DeadLetter:
     source_topic: str
     source_partition: int | None
     source_offset: int | None
+    truncated: bool = False
+    """A dead letter by reference: ``value`` is only the original's first bytes (or none)."""
+    source_size: int | None = None
+    """The original value's size in bytes (dead letters by reference)."""
 
     @classmethod
     def from_record(
@@ -110,6 +168,8 @@ class DeadLetter:
             source_topic=text(_TOPIC),
             source_partition=number(_PARTITION),
             source_offset=number(_OFFSET),
+            truncated=headers.get(TRUNCATED_HEADER) == b"true",
+            source_size=number(SIZE_HEADER),
         )
 
     @property

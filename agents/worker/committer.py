@@ -1,7 +1,10 @@
 """Makes each batch's effects durable in the order docs/reliability.md
 argues for, and only then lets Faust commit the batch's input offsets:
 
-1. the sends (triggers, internal messages, dead letters), acknowledged;
+1. the sends (triggers, internal messages, dead letters), acknowledged — a
+   dead letter that cannot be sent is sent by reference instead, retried
+   until it is acknowledged: it never stops the worker nor lets the batch
+   be committed without it;
 2. the new states on the changelog, acknowledged;
 3. the states in the partition's RocksDB database with the changelog offset
    they reach, in one write batch;
@@ -23,6 +26,7 @@ from typing import Any
 
 from faust.types import TP
 
+from agents.errors import InfrastructureError
 from agents.worker.store import BatchStore
 from streams.userstate import UserState
 
@@ -37,6 +41,8 @@ Ack = Callable[[Any], Awaitable[Any]]
 
 #: Batches the engine may run ahead of the committer before it waits.
 MAX_PENDING_BATCHES = 8
+#: The longest wait between two attempts to send a dead letter by reference.
+MAX_RETRY_DELAY_S = 30.0
 
 
 @dataclass
@@ -46,6 +52,8 @@ class Effects:
     partition: int
     #: records to send, in the order the engine decided them
     sends: list[Send] = field(default_factory=list)
+    #: dead letters: each as it is and by reference (sent when the first fails)
+    dead_letters: list[tuple[Send, Send]] = field(default_factory=list)
     #: the partition's new states: key → (state, its encoded bytes; None deletes)
     writes: dict[bytes, tuple[UserState | None, bytes | None]] = field(default_factory=dict)
     #: the input records to acknowledge once everything above is durable
@@ -71,11 +79,15 @@ class Committer:
         *,
         on_error: Callable[[BaseException], Awaitable[Any]],
         max_pending: int = MAX_PENDING_BATCHES,
+        retry_delay_s: float = 0.5,
     ) -> None:
         self._send = send
         self.changelog_topic = changelog_topic
         self._store = store
         self._on_error = on_error
+        self._retry_delay_s = retry_delay_s
+        #: set by :meth:`drain`: a dead letter being retried gives up (uncommitted)
+        self._closing = False
         #: key → the newest state not yet in the local database
         self.pending: dict[bytes, _Pending] = {}
         self._queue: asyncio.Queue[tuple[int, Effects]] = asyncio.Queue(max_pending)
@@ -85,6 +97,8 @@ class Committer:
         self.committed_batches = 0
         self.committed_groups = 0
         self.changelog_records = 0
+        #: dead letters sent by reference after the letter itself failed
+        self.dead_letter_fallbacks = 0
 
     def pending_state(self, key: bytes) -> tuple[bool, UserState | None]:
         """(True, state) when ``key`` has a state not yet stored locally."""
@@ -113,6 +127,7 @@ class Committer:
     async def drain(self) -> None:
         """Wait until every batch handed over is committed (or the committer
         stopped on an error: what it had not committed stays uncommitted)."""
+        self._closing = True
         task = self._task
         if task is None or task.done():
             return
@@ -136,6 +151,9 @@ class Committer:
             except asyncio.CancelledError:
                 raise
             except BaseException as error:  # a send or write failed: nothing more is committed
+                if self._closing and isinstance(error, InfrastructureError):
+                    logger.warning("%s; left uncommitted at shutdown", error)
+                    return
                 logger.error("could not make a batch durable (%s); stopping the worker", error)
                 await self._on_error(error)
                 return
@@ -146,10 +164,12 @@ class Committer:
     async def _commit(self, group: list[tuple[int, Effects]]) -> None:
         send = self._send
         # 1. the sends, acknowledged
-        deliveries = []
+        deliveries: list[Awaitable[Any]] = []
         for _, effects in group:
             for topic, key, value, headers in effects.sends:
                 deliveries.append(await send(topic, key, value, None, headers))
+            for letter, fallback in effects.dead_letters:
+                deliveries.append(asyncio.ensure_future(self._dead_letter(letter, fallback)))
         if deliveries:
             await asyncio.gather(*deliveries)
         # 2. the states on the changelog, acknowledged (a later batch's state wins)
@@ -188,3 +208,39 @@ class Committer:
                     await effects.ack(record)
         self.committed_batches += len(group)
         self.committed_groups += 1
+
+    async def _deliver(self, record: Send) -> Any:
+        topic, key, value, headers = record
+        return await (await self._send(topic, key, value, None, headers))
+
+    async def _dead_letter(self, letter: Send, fallback: Send) -> None:
+        """Send ``letter``; when that fails (too big for the producer or the
+        topic, say), send ``fallback`` — the letter by reference — until it
+        is acknowledged. Only a shutdown stops the retries, and then the
+        batch is not committed (its records are read again)."""
+        try:
+            await self._deliver(letter)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning(
+                "a dead letter could not be sent as it is (%s); sending it by reference", error
+            )
+        delay = self._retry_delay_s
+        while True:
+            try:
+                await self._deliver(fallback)
+                self.dead_letter_fallbacks += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if self._closing:
+                    raise InfrastructureError(f"a dead letter was not sent ({error})") from error
+                logger.error(
+                    "a dead letter by reference could not be sent (%s); retrying in %.1f s",
+                    error, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)  # back-off between retries
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)

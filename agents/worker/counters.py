@@ -35,6 +35,7 @@ def snapshot(
         "commit_backlog": committer.backlog,
         "pending_states": len(committer.pending),
         "changelog_records": committer.changelog_records,
+        "dead_letter_fallbacks": committer.dead_letter_fallbacks,
         "timers_pending": deadlines.pending,
         "timer_rebuilds": deadlines.rebuilds,
         "timer_rebuild_running": deadlines.rebuilding,

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import faust
 
-from agents.kafka.deadletters import dead_letter_headers
+from agents.kafka.deadletters import by_reference, dead_letter_record
 from agents.kafka.model_topic import Model, follow_model
 from agents.redis.projection import RedisProjection
 from agents.settings import Settings
@@ -224,7 +224,9 @@ class Pipeline:
         sends = effects.sends
         topic = records[0].message.topic
         for letter in batch.dead_letters:
-            sends.append(self._dead_letter(topic, number, letter.record, letter.error))
+            effects.dead_letters.append(
+                self._dead_letter(topic, number, letter.record, letter.error)
+            )
         for bad in batch.malformed:
             logger.error(
                 "skipping malformed derived message at %s[%d]@%d: %s",
@@ -370,13 +372,21 @@ class Pipeline:
     async def _send_derived(self, message: DerivedMessage) -> None:
         await self._send(self.derived_topic_name, message.key.encode(), encode_derived(message))
 
-    def _dead_letter(self, topic: str, partition: int, record: Record, error: EventError) -> Send:
+    def _dead_letter(
+        self, topic: str, partition: int, record: Record, error: EventError
+    ) -> tuple[Send, Send]:
         """``record`` (of ``topic`` and ``partition``) for the dead-letter
-        topic, untouched, with the reason and its source in the headers."""
-        headers = dead_letter_headers(error, topic, partition, record.offset)
+        topic, untouched, with the reason and its source in the headers — by
+        reference when it is too big for the producer — and, for when that
+        cannot be sent, its form by reference without the value."""
+        where = (error, topic, partition, record.offset, record.key, record.value)
+        limit = self.app.conf.producer_max_request_size
+        letter = dead_letter_record(*where, max_bytes=limit)
+        fallback = by_reference(*where)
         self.counters.dead_letters += 1
         logger.info("dead-lettered %s[%d]@%d: %s", topic, partition, record.offset, error)
-        return (self.dlq_topic_name, record.key, record.value, headers)
+        name = self.dlq_topic_name
+        return (name, *letter), (name, *fallback)
 
     async def flush_projection(self) -> None:
         await self.projection.flush(time.monotonic())

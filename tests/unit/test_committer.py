@@ -108,4 +108,91 @@ def test_a_failed_send_commits_nothing_after_it_and_drain_returns() -> None:
 
     journal, errors = asyncio.run(scenario())
     assert [str(e) for e in errors] == ["broker gone"]
-    assert not [line for line in journal if line.startswith(("send changelog", "write", "ack"))]
+    assert not [line for line in journal if line.startswith(("send changelog", "write", "ack "))]
+
+
+class Refusing(World):
+    """A producer that refuses records of one topic: at once when they are
+    over ``max_bytes``, on delivery for the first ``failures`` others."""
+
+    def __init__(self, topic: str, max_bytes: int, failures: int) -> None:
+        super().__init__()
+        self.topic = topic
+        self.max_bytes = max_bytes
+        self.failures = failures
+
+    async def send(self, topic: str, key: Any, value: Any, partition: Any, headers: Any) -> Any:
+        if topic == self.topic:
+            if value is not None and len(value) > self.max_bytes:
+                self.journal.append(f"refused {topic} {len(value)} bytes")
+                raise RuntimeError("MessageSizeTooLargeError")
+            if self.failures > 0:
+                self.failures -= 1
+                self.journal.append(f"failed {topic} {value!r}")
+                raise RuntimeError("broker gone")
+        return await super().send(topic, key, value, partition, headers)
+
+
+def dead_letter_effects(world: World, n: int) -> Effects:
+    letter = ("dlq", b"u", b"x" * 100, None)
+    by_reference = ("dlq", b"u", None, None)
+    return Effects(
+        0,
+        sends=[("triggers", b"u", b"t", None)],
+        dead_letters=[(letter, by_reference)],
+        writes={b"u": (None, b"s")},
+        inputs=[f"r{n}"],
+        ack=world.ack,
+    )
+
+
+def test_a_dead_letter_that_cannot_be_sent_goes_by_reference_and_is_retried() -> None:
+    async def scenario() -> tuple[list[str], list[BaseException], Committer]:
+        world = Refusing("dlq", max_bytes=10, failures=2)
+        errors: list[BaseException] = []
+
+        async def on_error(error: BaseException) -> None:
+            errors.append(error)
+
+        committer = Committer(
+            world.send, "changelog", lambda: world, on_error=on_error, retry_delay_s=0.001
+        )
+        await committer.submit(dead_letter_effects(world, 1))
+        await committer.submit(dead_letter_effects(world, 2))
+
+        async def committed() -> None:
+            while committer.committed_batches < 2:
+                await asyncio.sleep(0.001)
+
+        await asyncio.wait_for(committed(), 5)  # not drain(): a shutdown ends the retries
+        return world.journal, errors, committer
+
+    journal, errors, committer = asyncio.run(scenario())
+    assert not errors, "a dead letter that cannot be sent must not stop the worker"
+    assert journal.count("refused dlq 100 bytes") == 2
+    assert journal.count("failed dlq None") == 2  # retried until acknowledged
+    assert journal.count("acked dlq b'u'") == 2
+    assert [line for line in journal if line.startswith("ack ")] == ["ack r1", "ack r2"]
+    assert committer.dead_letter_fallbacks == 2
+
+
+def test_a_dead_letter_still_unsent_at_shutdown_leaves_its_batch_uncommitted() -> None:
+    async def scenario() -> tuple[list[str], list[BaseException]]:
+        world = Refusing("dlq", max_bytes=10, failures=10**9)
+        errors: list[BaseException] = []
+
+        async def on_error(error: BaseException) -> None:
+            errors.append(error)
+
+        committer = Committer(
+            world.send, "changelog", lambda: world, on_error=on_error, retry_delay_s=0.001
+        )
+        await committer.submit(dead_letter_effects(world, 1))
+        while "failed dlq None" not in world.journal:  # the retries have begun
+            await asyncio.sleep(0)
+        await asyncio.wait_for(committer.drain(), 5)
+        return world.journal, errors
+
+    journal, errors = asyncio.run(scenario())
+    assert not errors  # a shutdown, not a crash
+    assert not [line for line in journal if line.startswith(("send changelog", "write", "ack "))]
