@@ -35,6 +35,10 @@ class Limits:
     max_id_length: int = 256
     max_amount: float = 1_000_000_000_000
     max_quantity: int = 1_000_000
+    #: the deepest nesting of objects and arrays a record may have (the record
+    #: itself is level 1): far below what every re-encoding of an event writes
+    #: (orjson: 254 levels; a forwarded event is one level deeper than its record)
+    max_depth: int = 64
 
 
 DEFAULT_LIMITS = Limits()
@@ -69,6 +73,7 @@ ISO_TIMESTAMP_PATTERN: Final = (
 #: :attr:`~streams.events.Event.key`.
 REJECTION_CODES: Final[Mapping[str, str]] = {
     "too_large": "the record is bigger than the configured limit",
+    "too_deep": "objects and arrays are nested deeper than the limit",
     "invalid_utf8": "the record is not valid UTF-8",
     "not_json": "the record is not a JSON document",
     "not_object": "the JSON document is not an object",

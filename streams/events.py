@@ -166,6 +166,8 @@ def parse_event(raw: bytes, *, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> 
         raise _undecodable(raw, exc) from None
     if type(doc) is not dict:
         raise EventError("not_object", "$", f"expected a JSON object, got {kind_of(doc)}")
+    if raw.count(b"{") + raw.count(b"[") > limits.max_depth:  # else no deeper than that
+        _check_depth(doc, limits.max_depth)
     if not _ENVELOPE_KEYS.issuperset(doc):
         raise _unknown_envelope_field(doc)
 
@@ -231,6 +233,27 @@ def parse_event(raw: bytes, *, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> 
         check_shape(context, "$.context", CONTEXT_RULES, limits)
 
     return _event(event_id, etype, timestamp_ms, user_id, anonymous_id, properties, context)
+
+
+def _check_depth(doc: dict[str, Any], max_depth: int) -> None:
+    """Raise ``too_deep`` at the first object or array of ``doc`` deeper than
+    ``max_depth`` levels (``doc`` is level 1)."""
+    stack: list[tuple[Any, str, int]] = [(doc, "$", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > max_depth:
+            raise EventError(
+                "too_deep",
+                path,
+                f"objects and arrays are nested {depth} levels deep here (the record is "
+                f"level 1); the limit is {max_depth}: flatten the data",
+            )
+        if type(value) is dict:
+            items: Any = ((json_path(path, str(k)), v) for k, v in value.items())
+        else:
+            items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+        children = [(v, p, depth + 1) for p, v in items if type(v) is dict or type(v) is list]
+        stack.extend(reversed(children))
 
 
 def _undecodable(raw: bytes, exc: orjson.JSONDecodeError) -> EventError:

@@ -60,6 +60,7 @@ def batch(base: int) -> tuple[list[tuple[bytes, bytes]], dict[str, tuple[bytes, 
     order = {"order_id": "o1", "revenue": 10.0, "currency": "EUR", "products": []}
     invalid = {
         "too_large": doc(properties={"product_id": "p1", "blob": "x" * 70_000}),
+        "too_deep": doc(context={"deep": orjson.loads(b"[" * 70 + b"]" * 70)}),
         "invalid_utf8": b'{"event_id": "\xff\xfe"}',
         "not_json": b'{"type": "page_viewed", "user_id": "bad"',
         "not_object": b"[1, 2, 3]",

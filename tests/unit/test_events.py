@@ -280,6 +280,7 @@ def test_epoch_micro_and_nanoseconds_are_rejected_with_a_hint(factor: int, unit:
 
 LONG = "x" * (DEFAULT_LIMITS.max_id_length + 1)
 SMALL = Limits(max_bytes=256)
+SHALLOW = Limits(max_depth=32)
 
 
 def _without(doc: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -311,6 +312,12 @@ def _consent(channels: Any) -> dict[str, Any]:
 REJECTIONS = [
     # size, encoding, JSON
     pytest.param(envelope(user_id="u" * 250), "too_large", "$", id="too-large"),
+    pytest.param(
+        envelope(properties={"x": orjson.loads(b"[" * 33 + b"]" * 33)}),  # levels 3 to 35
+        "too_deep",
+        "$.properties.x" + "[0]" * 30,  # level 33
+        id="too-deep",
+    ),
     pytest.param(b'{"event_id": "caf\xe9"}', "invalid_utf8", "$", id="latin-1"),
     pytest.param(b'{"event_id": "\xff', "invalid_utf8", "$", id="bad-utf8-and-bad-json"),
     pytest.param(b"\xef\xbb\xbf{}", "not_json", "$", id="byte-order-mark"),
@@ -576,7 +583,8 @@ REJECTIONS = [
 def test_rejections_have_a_stable_code_and_the_path_of_the_offending_field(
     doc: dict[str, Any] | bytes, code: str, path: str
 ) -> None:
-    error = rejection(doc, limits=SMALL if code == "too_large" else DEFAULT_LIMITS)
+    limits = {"too_large": SMALL, "too_deep": SHALLOW}.get(code, DEFAULT_LIMITS)
+    error = rejection(doc, limits=limits)
     assert (error.code, error.path) == (code, path), error.message
     assert error.message
     assert error.as_dict() == {"code": code, "path": path, "message": error.message}
