@@ -23,7 +23,7 @@ from streams.delivery import DEFAULT_DELIVERY, Pending, delivery_block, suppress
 from streams.events import Event
 from streams.policy import DAY_MS, DeliveryPolicy, Policy
 from streams.profile import profile_snapshot
-from streams.triggers import Trigger, trigger_id_for
+from streams.triggers import Trigger, state_trigger_id
 from streams.userstate import AnyState, UserState
 
 TYPE_CHURN_WARNING = "churn_warning"
@@ -158,7 +158,7 @@ def returned(
     gone_ms = event.timestamp_ms - last_seen_ms
     return [
         Trigger(
-            trigger_id=trigger_id_for(TYPE_WIN_BACK, new.user_id, event.event_id),
+            trigger_id=state_trigger_id(TYPE_WIN_BACK, new, event.event_id),
             type=TYPE_WIN_BACK,
             topic=topics.TRIGGERS_CHURN_WARNING,
             user_id=new.user_id,

@@ -24,13 +24,15 @@ _SCALARS = (
     "sessions", "activity_day", "activity_bits", "channel", "campaign", "referrer_id",
     "referral_count", "stage", "health", "resurrected_ms", "segment", "tier", "merged_into",
     "revision", "timezone", "stalled_sent", "churn_warned_ms", "sent_day", "sent_count",
-    "evaluated_ms", "events_offset", "derived_offset",
+    "evaluated_ms", "events_offset", "derived_offset", "erased_ms",
 )  # fmt: skip
 _TUPLES = ("recent_referrals", "recent_events", "merged_from")
-#: the scalars of each layout read: version 3 had no input offsets (read as -1,
-#: none applied: the first redelivery after the upgrade is recognised by the
-#: window of recent event ids, as before)
-_SCALARS_OF = {SCHEMA_VERSION: _SCALARS, 3: _SCALARS[:-2]}
+#: the scalars of each layout read: version 4 had no ``erased_ms`` (read as 0:
+#: a history never erased — an erasure marker of version 4 still holds the
+#: erasure time as its ``last_seen_ms``); version 3 no input offsets either
+#: (read as -1, none applied: the first redelivery after the upgrade is
+#: recognised by the window of recent event ids, as before)
+_SCALARS_OF = {SCHEMA_VERSION: _SCALARS, 4: _SCALARS[:-1], 3: _SCALARS[:-3]}
 
 
 def encode_state(state: UserState) -> bytes:

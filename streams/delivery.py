@@ -21,7 +21,7 @@ from typing import Any
 
 from streams.policy import DAY_MS, DeliveryPolicy
 from streams.profile import profile_snapshot
-from streams.triggers import Trigger, trigger_id_for
+from streams.triggers import Trigger, state_trigger_id
 from streams.userstate import AnyState, UserState, evolve
 
 DEFAULT_DELIVERY = DeliveryPolicy()
@@ -196,7 +196,7 @@ def emit(
     changes["last_triggers"] = _stamp(state.last_triggers, due.trigger_type, now_ms)
     recorded = evolve(state, changes)
     trigger = Trigger(
-        trigger_id=trigger_id_for(due.trigger_type, state.user_id, *due.anchor),
+        trigger_id=state_trigger_id(due.trigger_type, state, *due.anchor),
         type=due.trigger_type,
         topic=due.topic,
         user_id=state.user_id,

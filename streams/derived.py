@@ -94,6 +94,20 @@ class ReferralCredit:
 
 
 @dataclass(frozen=True, slots=True)
+class Erase:
+    """To the anonymous id's partition: the user you were merged into was
+    erased at ``at_ms``; your history goes with it."""
+
+    user_id: str
+    anonymous_id: str
+    at_ms: int
+
+    @property
+    def key(self) -> str:
+        return self.anonymous_id
+
+
+@dataclass(frozen=True, slots=True)
 class Due:
     """To the user's own partition: deadlines up to ``until_ms`` have passed
     (sent by the timer; tables may only change inside the partition's stream)."""
@@ -106,7 +120,7 @@ class Due:
         return self.user_key
 
 
-DerivedMessage = Alias | Merge | Forward | ReferralCredit | Due
+DerivedMessage = Alias | Merge | Forward | ReferralCredit | Due | Erase
 
 
 def encode_derived(message: DerivedMessage) -> bytes:
@@ -128,6 +142,13 @@ def encode_derived(message: DerivedMessage) -> bytes:
         }
     elif isinstance(message, Forward):
         doc = {"kind": "forward", "user_id": message.user_id, "event": message.event.to_dict()}
+    elif isinstance(message, Erase):
+        doc = {
+            "kind": "erase",
+            "user_id": message.user_id,
+            "anonymous_id": message.anonymous_id,
+            "at": message.at_ms,
+        }
     elif isinstance(message, Due):
         doc = {"kind": "due", "key": message.user_key, "until": message.until_ms}
     else:
@@ -167,6 +188,8 @@ def decode_derived(raw: bytes) -> DerivedMessage:
             return Forward(doc["user_id"], event)
         if kind == "due":
             return Due(doc["key"], doc["until"])
+        if kind == "erase":
+            return Erase(doc["user_id"], doc["anonymous_id"], int(doc["at"]))
         if kind == "referral":
             return ReferralCredit(
                 doc["referrer_id"], doc["referred_user_id"], doc["at"], doc["event_id"]

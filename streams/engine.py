@@ -64,6 +64,7 @@ from streams.derived import (
     Alias,
     DerivedMessage,
     Due,
+    Erase,
     Forward,
     Merge,
     ReferralCredit,
@@ -71,7 +72,14 @@ from streams.derived import (
 )
 from streams.errors import EventError, StateError
 from streams.events import Event, parse_event
-from streams.identity import aliases_to_send, forward_to, merge_states, on_alias
+from streams.identity import (
+    aliases_to_send,
+    erasures_to_send,
+    forward_to,
+    merge_states,
+    on_alias,
+    on_erase,
+)
 from streams.partition import Partition
 from streams.policy import DEFAULT_POLICY, Policy, precomputed
 from streams.referral import credits_to_send, on_referral_credit
@@ -257,10 +265,10 @@ class Engine:
         triggers += win_back(caught, new, event, policy.delivery)
         out.derived += aliases_to_send(caught, event)
         out.derived += credits_to_send(caught, new, event)
-        if new is None:  # erased: what remains is the marker
+        if new is None:  # erased: what remains is the marker, and of merged histories too
             out.erasures += 1
-            user_id = state.user_id if state is not None else event.key
-            new = erased_marker(user_id, event.timestamp_ms)
+            out.derived += erasures_to_send(caught, event.timestamp_ms)
+            new = erased_marker(event.timestamp_ms)
         w.state = new
         w.changes += 1
         w.floor_ms = max(w.floor_ms, event.timestamp_ms - 1)
@@ -343,7 +351,17 @@ class Engine:
             if marked == old:
                 return  # a redelivered Alias: the same answer, nothing to store
             new = marked
+        elif isinstance(message, Erase):
+            erased = on_erase(old, message)
+            if erased is old:
+                return
+            out.erasures += 1
+            new = erased
         elif isinstance(message, Merge):
+            if old is not None and old.stage == STAGE_ERASED and old.merged_into is None:
+                # the user was erased while the merge was on its way: so is the history
+                out.derived.append(Erase(message.user_id, message.anonymous_id, old.last_seen_ms))
+                return
             merged = merge_states(old, message, policy)
             if merged is None or merged is old:
                 return

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streams.derived import Alias, Forward, Merge
+from streams.derived import Alias, Erase, Forward, Merge
 from streams.events import Event
 from streams.policy import Policy
-from streams.state import derive
-from streams.userstate import ACTIVITY_DAYS, DEDUP_WINDOW, STAGE_MERGED, UserState
+from streams.state import derive, erased_marker
+from streams.userstate import ACTIVITY_DAYS, DEDUP_WINDOW, STAGE_ERASED, STAGE_MERGED, UserState
 
 
 def aliases_to_send(state: UserState | None, event: Event) -> list[Alias]:
@@ -116,6 +116,24 @@ def merge_states(user: UserState | None, merge: Merge, policy: Policy) -> UserSt
         merged_from=(*user.merged_from, merge.anonymous_id),
     )
     return derive(merged, max(merged.last_seen_ms, merged.evaluated_ms), policy)
+
+
+def erasures_to_send(user: UserState | None, at_ms: int) -> list[Erase]:
+    """``user`` is erased at ``at_ms``: so are the anonymous histories merged into it."""
+    if user is None:
+        return []
+    return [Erase(user.user_id, anonymous_id, at_ms) for anonymous_id in user.merged_from]
+
+
+def on_erase(anonymous: UserState | None, erase: Erase) -> UserState | None:
+    """The anonymous side of an erasure: the marker, when the anonymous id
+    was merged into the erased user (else, unchanged — a redelivery, or an id
+    that belongs to someone else now)."""
+    if anonymous is None or anonymous.stage == STAGE_ERASED:
+        return anonymous
+    if anonymous.merged_into != erase.user_id:
+        return anonymous
+    return erased_marker(erase.at_ms)
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

@@ -47,9 +47,10 @@ def new_state(user_id: str, at_ms: int) -> UserState:
     return UserState(user_id=user_id, first_seen_ms=at_ms, last_seen_ms=at_ms)
 
 
-def erased_marker(user_id: str, at_ms: int) -> UserState:
-    """The marker an erasure leaves: no personal facts besides the key."""
-    return UserState(user_id=user_id, first_seen_ms=at_ms, last_seen_ms=at_ms, stage=STAGE_ERASED)
+def erased_marker(at_ms: int) -> UserState:
+    """The marker an erasure at ``at_ms`` leaves under the user's key: no
+    facts, not even the id (docs/state.md, "Erasure")."""
+    return UserState(user_id="", first_seen_ms=at_ms, last_seen_ms=at_ms, stage=STAGE_ERASED)
 
 
 def apply(
@@ -60,13 +61,16 @@ def apply(
     ``None`` after ``user_deleted`` (erasure)."""
     if event.type == ERASURE_EVENT:
         return None
+    erased_at = 0
     if state is not None and state.stage == STAGE_ERASED:
         if event.timestamp_ms < state.last_seen_ms:
             return state  # from before the erasure (a replay): stays erased
+        erased_at = state.last_seen_ms
         state = None  # the user came back: a new, empty history
     digest = event_digest(event.event_id)
     if state is None:
         working = fresh(event.key, event.timestamp_ms)
+        working.erased_ms = erased_at
     elif digest in state.recent_events:
         return state
     else:

@@ -49,6 +49,16 @@ def trigger_id_for(trigger_type: str, user_id: str, *anchor: str | int) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
+def state_trigger_id(trigger_type: str, state: AnyState, *anchor: str | int) -> str:
+    """:func:`trigger_id_for` a trigger about ``state``'s history: a history
+    begun after an erasure (``erased_ms``) gets ids of its own, so a returning
+    user's ``stage_changed`` is not taken for the one before the erasure; a
+    user never erased keeps the ids it always had."""
+    if state.erased_ms:
+        return trigger_id_for(trigger_type, state.user_id, *anchor, f"after:{state.erased_ms}")
+    return trigger_id_for(trigger_type, state.user_id, *anchor)
+
+
 def encode_trigger(trigger: Trigger, *, emitted_at_ms: int) -> bytes:
     return orjson.dumps(
         {
@@ -177,7 +187,7 @@ def _change(
         },
     }
     return Trigger(
-        trigger_id=trigger_id_for(trigger_type, new.user_id, anchor),
+        trigger_id=state_trigger_id(trigger_type, new, anchor),
         type=trigger_type,
         topic=topics.TRIGGERS_LIFECYCLE,
         user_id=new.user_id,

@@ -15,7 +15,7 @@ from typing import Any
 from streams import lifecycle
 from streams.policy import DAY_MS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: How many recent event ids per user are remembered to drop redeliveries.
 #: Each costs 19 bytes of serialised state (a 64-bit digest in hex, quoted).
@@ -28,8 +28,10 @@ ACTIVITY_DAYS = 60
 STAGE_ACQUIRED = lifecycle.ACQUIRED
 #: an anonymous id whose history now belongs to a known user (see streams.identity)
 STAGE_MERGED = "merged"
-#: what remains of an erased user: no facts, only the key, the erasure time
-#: (older events are refused) and the revision (newer writes stay ordered)
+#: what remains of an erased user: no facts and no id (the table's key is the
+#: only place it stays), only the erasure time (older events are refused), the
+#: revision (newer writes stay ordered) and the input offsets applied
+#: (redelivered records are recognised)
 STAGE_ERASED = "erased"
 ERASURE_EVENT = "user_deleted"
 
@@ -119,6 +121,9 @@ class UserState:
     #: redelivery (docs/reliability.md)
     events_offset: int = -1
     derived_offset: int = -1
+    #: the time of the erasure this history began after (0: never erased): a
+    #: returning user's trigger ids are new (:func:`streams.triggers.subject_of`)
+    erased_ms: int = 0
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -196,6 +201,7 @@ class WorkingState:
     revision: int
     events_offset: int
     derived_offset: int
+    erased_ms: int
     schema_version: int
 
     @property

@@ -245,7 +245,7 @@ class Pipeline:
         writes = effects.writes
         for key, new in batch.writes.items():
             writes[key] = (new, encode_state(new))
-            self._project(new)
+            self._project(key, new)
         counters.state_writes += len(batch.writes)
         if batch.redelivered_keys:
             load = self._loader(number)
@@ -253,14 +253,15 @@ class Pipeline:
                 if key not in writes:
                     state = load(key)
                     if state is not None:
-                        self._project(state)  # the one write a crash can have lost
+                        self._project(key, state)  # the one write a crash can have lost
         return effects
 
-    def _project(self, state: UserState) -> None:
-        """Stage ``state``'s profile for Redis (its revision orders the writes)."""
+    def _project(self, key: bytes, state: UserState) -> None:
+        """Stage the profile of ``key``'s ``state`` for Redis (its revision
+        orders the writes); an erasure marker has no id of its own: the key is it."""
         revision = state.revision
         if state.stage == STAGE_ERASED:
-            self.projection.erase(state.user_id, revision)
+            self.projection.erase(key.decode(), revision)
         elif state.event_count > 0:
             fields = {**profile_fields(state, version=revision), **model_fields(self.model, state)}
             self.projection.stage(state.user_id, revision, fields, profile_indexes(state))

@@ -18,7 +18,7 @@ from streams.delivery import deliverable_at, quiet_until
 from streams.derived import DerivedMessage
 from streams.engine import fold as fold_events
 from streams.events import Event
-from streams.identity import aliases_to_send, forward_to
+from streams.identity import aliases_to_send, erasures_to_send, forward_to
 from streams.policy import DAY_MS, DEFAULT_POLICY, DeliveryPolicy, Policy, precomputed
 from streams.referral import credits_to_send
 from streams.state import apply, erased_marker, new_state
@@ -53,8 +53,8 @@ def one_at_a_time(
         ]
         derived += [*aliases_to_send(caught, event), *credits_to_send(caught, new, event)]
         if new is None:
-            user_id = state.user_id if state is not None else event.key
-            new = erased_marker(user_id, event.timestamp_ms)
+            derived += erasures_to_send(caught, event.timestamp_ms)
+            new = erased_marker(event.timestamp_ms)
         state = new
         changes += 1
     return state, changes, triggers, derived
