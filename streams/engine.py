@@ -347,7 +347,8 @@ class Engine:
             return
         if isinstance(message, Alias):
             marked, merge = on_alias(old, message)
-            out.derived.append(merge)
+            if merge is not None:
+                out.derived.append(merge)
             if marked == old:
                 return  # a redelivered Alias: the same answer, nothing to store
             new = marked

@@ -39,12 +39,16 @@ def aliases_to_send(state: UserState | None, event: Event) -> list[Alias]:
     return [Alias(event.user_id, anonymous_id, event.timestamp_ms)]
 
 
-def on_alias(anonymous: UserState | None, alias: Alias) -> tuple[UserState, Merge]:
+def on_alias(anonymous: UserState | None, alias: Alias) -> tuple[UserState | None, Merge | None]:
     """The anonymous side: mark the state merged and answer with its snapshot.
 
     With no anonymous history yet, a bare marker state remembers the merge so
     that the id's later events are forwarded too; it is stamped with the time
-    of the event that linked the ids (never a clock: a replay gives the same)."""
+    of the event that linked the ids (never a clock: a replay gives the same).
+
+    A claim is refused — the state unchanged, no answer — when the id is a
+    known user (:func:`is_known`) or is merged into another user already
+    (the first claim is kept): no claim takes over someone else's history."""
     if anonymous is None:
         marker = UserState(
             user_id=alias.anonymous_id,
@@ -56,9 +60,17 @@ def on_alias(anonymous: UserState | None, alias: Alias) -> tuple[UserState, Merg
         return marker, Merge(alias.user_id, alias.anonymous_id, None)
     if anonymous.merged_into == alias.user_id:  # a redelivered Alias: same answer
         return anonymous, Merge(alias.user_id, alias.anonymous_id, _snapshot(anonymous))
+    if anonymous.merged_into is not None or is_known(anonymous):
+        return anonymous, None
     return replace(anonymous, merged_into=alias.user_id), Merge(
         alias.user_id, alias.anonymous_id, _snapshot(anonymous)
     )
+
+
+def is_known(state: UserState) -> bool:
+    """Is ``state`` a known user's — signed up, or identified (other ids
+    merged into it)? Its id is then no anonymous id anyone can claim."""
+    return state.signup_ms is not None or bool(state.merged_from)
 
 
 def _snapshot(anonymous: UserState) -> UserState | None:
