@@ -31,6 +31,7 @@ import orjson
 
 from agents.envvars import Secret
 from agents.kafka.admin import ensure_topics
+from agents.redis.keys import glob_escape
 from agents.settings import Settings, StackSettings
 from agents.stack.local import Stack
 from agents.stack.network import free_port
@@ -186,7 +187,7 @@ def delete_redis_keys(url: str, prefix: str) -> int:
     deleted = 0
     try:
         batch: list[bytes] = []
-        for key in client.scan_iter(f"{prefix}*", count=10_000):
+        for key in client.scan_iter(f"{glob_escape(prefix)}*", count=10_000):
             batch.append(key)
             if len(batch) >= 10_000:
                 deleted += client.unlink(*batch)

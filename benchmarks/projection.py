@@ -29,6 +29,7 @@ from pathlib import Path
 import redis
 
 from agents.envvars import redact_url
+from agents.redis.keys import glob_escape
 from agents.redis.projection import RedisProjection
 from agents.settings import Settings
 
@@ -88,7 +89,7 @@ def used_memory(client: redis.Redis) -> int:
 
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
     batch: list[str] = []
-    for key in client.scan_iter(f"{prefix}*", count=5000):
+    for key in client.scan_iter(f"{glob_escape(prefix)}*", count=5000):
         batch.append(key)
         if len(batch) == 5000:
             client.unlink(*batch)

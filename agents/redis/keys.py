@@ -53,6 +53,13 @@ def index_dimensions_key(prefix: str) -> str:
     return f"{prefix}idxdims"
 
 
+def glob_escape(literal: str) -> str:
+    """``literal`` as a SCAN MATCH / KEYS pattern that matches only itself:
+    Redis's glob characters (``* ? [ ] \\``) escaped with a backslash. A
+    prefix or an id holding them, unescaped, would match other keys."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in literal)
+
+
 def tombstone_key(prefix: str, user_id: str) -> str:
     """The erasure version of ``user_id``, kept for :data:`TOMBSTONE_TTL_S`."""
     return f"{prefix}erased:{user_id}"

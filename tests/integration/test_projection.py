@@ -21,6 +21,7 @@ from agents.commands.segments import segments_command
 from agents.redis.keys import (
     DIMENSIONS,
     TOMBSTONE_TTL_S,
+    glob_escape,
     index_key,
     index_values_key,
     profile_key,
@@ -79,7 +80,7 @@ def client(settings: Settings) -> Iterator[redis.Redis]:
     """A client of the test's Redis; deletes the test's keys afterwards."""
     c = redis.Redis.from_url(settings.redis_url.reveal(), decode_responses=True)
     yield c
-    keys = list(c.scan_iter(f"{settings.redis_key_prefix}*", count=1000))
+    keys = list(c.scan_iter(f"{glob_escape(settings.redis_key_prefix)}*", count=1000))
     for start in range(0, len(keys), 1000):
         c.unlink(*keys[start : start + 1000])
     c.close()
@@ -515,3 +516,19 @@ def test_projection_keeps_operations_while_redis_is_down_and_converges_after(
     finally:
         server.terminate()
         server.wait()
+
+
+@pytest.mark.parametrize("glob", ["*", "?", "[ab]", "\\"])
+def test_the_cleanup_pattern_of_a_prefix_with_glob_characters_matches_only_its_keys(
+    client: redis.Redis, settings: Settings, glob: str
+) -> None:
+    """docs/redis.md, "Removing a deployment's keys": a prefix (or an id)
+    with Redis glob characters must not sweep another deployment's keys."""
+    base = settings.redis_key_prefix
+    ours, theirs = f"{base}{glob}:", f"{base}a:"  # unescaped, "*", "?", "[ab]" match theirs
+    client.set(profile_key(ours, "u1"), "1")
+    client.set(profile_key(theirs, "u1"), "1")
+    client.set(f"{base}:profile:u1", "1")  # what an unescaped "\\" matches
+    found = set(client.scan_iter(f"{glob_escape(ours)}*", count=1000))
+    assert found == {profile_key(ours, "u1")}
+    assert set(client.scan_iter(f"{glob_escape(base)}*", count=1000)) >= found  # the fixture's
