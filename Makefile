@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-unit test-integration lint typecheck check stack-up stack-down stack-status clean
+.PHONY: help install demo test test-unit faults test-integration lint typecheck check stack-up stack-down stack-status clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ demo: install ## stack up, start a worker, publish sample events, show triggers 
 
 test: install ## the whole suite: unit, integration and end-to-end (starts its own Kafka and Redis)
 	$(BIN)/python -m pytest
+
+faults: install ## the fault suite at full size (kills, outages, restores), printing the verifier's tables
+	FAULTS=full $(BIN)/python -m pytest tests/faults --timeout 1800
 
 test-unit: install ## the pure, fast tests only
 	$(BIN)/python -m pytest tests/unit
