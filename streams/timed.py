@@ -88,47 +88,34 @@ def deadline_of(
             if at > evaluated and (best is None or at < best):
                 best = at
     policy = pre.policy
-    quiet: QuietTable | None = None
-    looked = False  # quiet looked up yet
+    dues: list[int] = []  # the marketing rules' next due times, before deferral
     cart = state.cart
     if (
         cart is not None
         and cart.reminders_sent < pre.cart_steps
         and cart.value >= policy.cart.min_value
     ):
-        due = cart.last_change_ms + pre.cart_delays_ms[cart.reminders_sent]
-        if best is None or due < best:
-            quiet, looked = _quiet(state, pre), True
-            at = deliver(due, state, quiet, policy.delivery.daily_cap)
-            if best is None or at < best:
-                best = at
+        dues.append(cart.last_change_ms + pre.cart_delays_ms[cart.reminders_sent])
     signup = state.signup_ms
     if (
         signup is not None
         and state.activation_ms is None
         and state.stalled_sent < pre.stalled_steps
     ):
-        due = signup + pre.stalled_ms[state.stalled_sent]
-        if best is None or due < best:
-            if not looked:
-                quiet, looked = _quiet(state, pre), True
-            at = deliver(due, state, quiet, policy.delivery.daily_cap)
-            if best is None or at < best:
-                best = at
+        dues.append(signup + pre.stalled_ms[state.stalled_sent])
     if pre.inactivity_ms > 0 and state.churn_warned_ms is None:
-        due = last_seen + pre.inactivity_ms
-        if best is None or due < best:
-            if not looked:
-                quiet, looked = _quiet(state, pre), True
-            at = deliver(due, state, quiet, policy.delivery.daily_cap)
-            if best is None or at < best:
-                best = at
+        dues.append(last_seen + pre.inactivity_ms)
     if churn_model is not None:
         due_at = model_due(state, policy, churn_model)
-        if due_at is not None and (best is None or due_at < best):
+        if due_at is not None:
+            dues.append(due_at)
+    looked = False  # the quiet-hours table is looked up once, and only if needed
+    quiet: QuietTable | None = None
+    for due in dues:
+        if best is None or due < best:
             if not looked:
                 quiet, looked = _quiet(state, pre), True
-            at = deliver(due_at, state, quiet, policy.delivery.daily_cap)
+            at = deliver(due, state, quiet, policy.delivery.daily_cap)
             if best is None or at < best:
                 best = at
     return best
