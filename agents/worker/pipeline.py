@@ -25,7 +25,9 @@ from agents.worker.committer import Committer, Effects, Send
 from agents.worker.counters import Counters, snapshot
 from agents.worker.deadlines import Deadlines
 from agents.worker.model import model_fields
+from agents.worker.recovery import TableManager
 from agents.worker.store import BatchStore, store_url
+from agents.worker.transport import broker_urls
 from streams import topics
 from streams.batch import Batch, Record
 from streams.churn import ChurnModel
@@ -73,7 +75,8 @@ class Pipeline:
             self.engine.refresh_ms = settings.profile_refresh_s * 1000
         self.app = faust.App(
             settings.app_id,
-            broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+            # Faust's aiokafka driver, fetching only what Faust keeps (agents/worker/transport.py)
+            broker=broker_urls(settings.kafka_bootstrap),
             store=store_url(settings.store),
             datadir=str(settings.data_dir),
             web_port=settings.web_port,
@@ -97,6 +100,9 @@ class Pipeline:
             stream_wait_empty=True,
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
+            # Faust's recovery, with the input partitions sought before they resume
+            # (agents/worker/recovery.py: records were lost or stalled otherwise)
+            TableManager=TableManager,
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.events_topic = self.app.topic(

@@ -8,7 +8,6 @@ import faust
 
 from agents.envvars import redact_url
 from agents.settings import Settings
-from agents.worker import faust_tuning
 from agents.worker.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -18,7 +17,6 @@ def run_worker(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT (graceful: offsets committed,
     staged Redis profiles flushed, tables closed)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    faust_tuning.install()
     pipeline = Pipeline(settings, settings.load_policy())
     logger.info(
         "userpulse worker: app %s, Kafka %s, Redis %s, topics prefix %r, store %s",
