@@ -89,11 +89,14 @@ def claim_data_dir(settings: Settings) -> None:
         if not marker.exists():
             _write_marker(marker, orjson.dumps(mine) + b"\n")
         theirs = _decode(marker.read_bytes())
+        probe = settings.data_dir / f".probe.{os.getpid()}"  # full or read-only: say so now
+        probe.write_bytes(b"userpulse")
+        probe.unlink()
     except OSError as exc:
         raise ConfigError(
             "USERPULSE_DATA_DIR",
             f"cannot use {settings.data_dir} ({exc.strerror or exc})",
-            "point it at a directory this worker can write",
+            "point it at a directory this worker can write, with free space",
         ) from None
     if theirs != mine:
         raise ConfigError(

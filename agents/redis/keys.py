@@ -12,6 +12,8 @@ key                            type       holds
 ``{p}erased:{user}``           string     the erasure's version; expires after 7 days
 ``{p}environment``             string     the environment that owns the prefix (JSON:
                                           topic prefix, app id; agents/environment.py)
+``{p}projected:{partition}``   string     the user-state changelog offset up to which
+                                          the partition's profiles are all written
 =============================  =========  ==========================================
 
 The writer's scripts (:mod:`agents.redis.projection`) build index keys from
@@ -68,3 +70,8 @@ def tombstone_key(prefix: str, user_id: str) -> str:
 def environment_key(prefix: str) -> str:
     """The marker of the environment that owns ``prefix`` (set by its first worker)."""
     return f"{prefix}environment"
+
+
+def projected_key(prefix: str, partition: int) -> str:
+    """The changelog offset up to which ``partition``'s profiles are all in Redis."""
+    return f"{prefix}projected:{partition}"

@@ -30,7 +30,14 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from agents.redis.keys import INDEX_FIELD_PREFIX, TOMBSTONE_TTL_S, profile_key, tombstone_key
+from agents.redis.keys import (
+    INDEX_FIELD_PREFIX,
+    TOMBSTONE_TTL_S,
+    environment_key,
+    profile_key,
+    projected_key,
+    tombstone_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +104,31 @@ return 1
 """
 
 
+# A partition's projected changelog offset, never moved back. Created only by
+# a worker that has just compared every state of the partition with Redis
+# (ARGV[2] = '1'); otherwise a missing key means Redis lost its data
+# (restarted empty, flushed) and the offset is not written: the worker
+# compares the partition again. KEYS[1] = the offset's key; ARGV[1] = the
+# offset. Returns 1 set or kept, 0 missing.
+_MARK = """
+local current = redis.call('GET', KEYS[1])
+if not current and ARGV[2] ~= '1' then return 0 end
+if not current or tonumber(current) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Behind:
+    """A user's state as the changelog holds it, to compare with Redis."""
+
+    user_id: str
+    revision: int
+    erased: bool
+
+
 @dataclass(frozen=True, slots=True)
 class _Op:
     """A staged operation: a profile write, or an erasure when ``fields`` is None."""
@@ -123,6 +155,12 @@ class RedisProjection:
         self._tombstone_ttl = str(tombstone_ttl_s)
         self._staged: dict[str, _Op] = {}
         self._script = client.register_script(_APPLY)
+        self._mark = client.register_script(_MARK)
+        #: partition → the projected changelog offset last written
+        self._marked: dict[int, int] = {}
+        #: partitions whose offset key was missing (Redis lost its data): their
+        #: profiles must be compared again (the worker takes them from here)
+        self.lost: set[int] = set()
         self._down_since: float | None = None
         #: Profile hashes written since start.
         self.written = 0
@@ -193,15 +231,29 @@ class RedisProjection:
         args += [orjson.dumps(memberships), orjson.dumps(fields)]
         return keys, args
 
-    async def flush(self, now: float) -> int:
+    async def flush(
+        self,
+        now: float,
+        marks: Mapping[int, int] | None = None,
+        created: frozenset[int] = frozenset(),
+    ) -> int:
         """Apply what is staged, in pipelines of ``max_batch`` scripts; return
         how many operations (profile writes and erasures) were applied.
+
+        ``marks`` (partition → changelog offset) says that every state of a
+        partition up to that offset had its profile staged by now: once all of
+        this flush is applied, the offsets are written (:func:`projected_key`)
+        — a worker taking the partition over later knows what is missing. A
+        partition's key is created only when it is in ``created`` (compared
+        in full); a missing one is added to :attr:`lost` instead.
 
         What is staged during the flush waits for the next one. On a Redis
         error the unapplied operations stay staged (a newer one staged
         meanwhile wins) and the error is logged once per outage.
         """
         if not self._staged:
+            if marks:
+                await self._write_marks(now, marks, created)
             return 0
         items = list(self._staged.items())
         self._staged = {}
@@ -233,17 +285,106 @@ class RedisProjection:
                 else:
                     self.stale_skipped += 1
         if error is not None:
-            if self._down_since is None:
-                self._down_since = now
-                logger.warning(
-                    "Redis projection: write failed (%s); %d users' operations kept and retried",
-                    error,
-                    self.pending,
-                )
-        elif self._down_since is not None:
+            self._failed(now, error)
+        else:
+            self._answered(now)
+            if marks:
+                await self._write_marks(now, marks, created)
+        return applied
+
+    def _failed(self, now: float, error: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = now
+            logger.warning(
+                "Redis projection: write failed (%s); %d users' operations kept and retried",
+                error,
+                self.pending,
+            )
+
+    def _answered(self, now: float) -> None:
+        if self._down_since is not None:
             logger.warning("Redis projection: Redis is back after %.1f s", now - self._down_since)
             self._down_since = None
-        return applied
+
+    async def _write_marks(
+        self, now: float, marks: Mapping[int, int], created: frozenset[int]
+    ) -> None:
+        changed = {p: o for p, o in marks.items() if self._marked.get(p, -2) < o or p in created}
+        if not changed:
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for partition, offset in changed.items():
+                    create = "1" if partition in created else "0"
+                    await self._mark(
+                        keys=[projected_key(self._prefix, partition)],
+                        args=[offset, create],
+                        client=pipe,
+                    )
+                results: list[Any] = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(now, exc)
+            return
+        for (partition, offset), result in zip(changed.items(), results, strict=True):
+            if result == 1:
+                self._marked[partition] = offset
+            else:
+                self._lose(partition)
+
+    def _lose(self, partition: int) -> None:
+        self._marked.pop(partition, None)
+        if partition not in self.lost:
+            self.lost.add(partition)
+            logger.warning(
+                "Redis projection: Redis lost partition %d's profiles (its key %s is gone); "
+                "they are written again",
+                partition,
+                projected_key(self._prefix, partition),
+            )
+
+    async def check(self, partitions: list[int]) -> None:
+        """Add to :attr:`lost` the partitions whose offset key is gone (Redis
+        emptied while the worker was idle)."""
+        for partition, offset in (await self.projected(partitions)).items():
+            if offset is None and partition in self._marked:
+                self._lose(partition)
+
+    async def projected(self, partitions: list[int]) -> dict[int, int | None]:
+        """Each partition's projected changelog offset (None: not recorded,
+        or Redis emptied since)."""
+        if not partitions:
+            return {}
+        keys = [projected_key(self._prefix, p) for p in partitions]
+        values = await self._client.mget(keys)
+        return {
+            p: int(v) if v is not None else None for p, v in zip(partitions, values, strict=True)
+        }
+
+    async def behind(self, states: list[Behind]) -> list[int]:
+        """The indexes of ``states`` whose profile in Redis is older than the
+        state (or missing), or whose erasure is not recorded: one pipelined
+        round trip."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for state in states:
+                pipe.hget(profile_key(self._prefix, state.user_id), "version")
+                pipe.get(tombstone_key(self._prefix, state.user_id))
+            answers: list[Any] = await pipe.execute()
+        out = []
+        for i, state in enumerate(states):
+            version, erased = answers[2 * i], answers[2 * i + 1]
+            if state.erased:
+                done = erased is not None and int(erased) >= state.revision
+            else:
+                done = version is not None and int(version) >= state.revision
+                done = done or (erased is not None and int(erased) >= state.revision)
+            if not done:
+                out.append(i)
+        return out
+
+    async def claim(self, marker: bytes) -> None:
+        """Set the prefix's environment marker unless it is there (``SET NX``;
+        agents/environment.py sets it at start): after Redis lost its data."""
+        await self._client.set(environment_key(self._prefix), marker, nx=True)
 
     async def close(self) -> None:
         await self._client.aclose()

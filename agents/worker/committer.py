@@ -78,6 +78,7 @@ class Committer:
         store: Callable[[], BatchStore],
         *,
         on_error: Callable[[BaseException], Awaitable[Any]],
+        on_stored: Callable[[int, int], Any] | None = None,
         max_pending: int = MAX_PENDING_BATCHES,
         retry_delay_s: float = 0.5,
     ) -> None:
@@ -85,6 +86,8 @@ class Committer:
         self.changelog_topic = changelog_topic
         self._store = store
         self._on_error = on_error
+        #: told (partition, changelog offset) after each local write batch
+        self._on_stored = on_stored
         self._retry_delay_s = retry_delay_s
         #: set by :meth:`drain`: a dead letter being retried gives up (uncommitted)
         self._closing = False
@@ -196,6 +199,8 @@ class Committer:
                 TP(changelog, partition), {k: raw for k, (_, raw) in writes.items()}, offset
             )
             self.changelog_records += len(futures)
+            if self._on_stored is not None:
+                self._on_stored(partition, offset)
             pending = self.pending
             for key, (number, _) in writes.items():
                 entry = pending.get(key)

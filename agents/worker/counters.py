@@ -8,6 +8,7 @@ from typing import Any
 from agents.redis.projection import RedisProjection
 from agents.worker.committer import Committer
 from agents.worker.deadlines import Deadlines
+from agents.worker.reprojection import Reprojector
 
 
 @dataclass
@@ -26,7 +27,11 @@ class Counters:
 
 
 def snapshot(
-    counters: Counters, committer: Committer, deadlines: Deadlines, projection: RedisProjection
+    counters: Counters,
+    committer: Committer,
+    deadlines: Deadlines,
+    projection: RedisProjection,
+    reprojector: Reprojector,
 ) -> dict[str, Any]:
     """The counts, with what the committer, the deadline index and the Redis
     projection hold right now."""
@@ -44,4 +49,6 @@ def snapshot(
         "projection_written": projection.written,
         "projection_erased": projection.erased,
         "projection_stale_skipped": projection.stale_skipped,
+        "projection_compared": reprojector.compared,
+        "projection_restaged": reprojector.restaged,
     }

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Awaitable
 from typing import Any, cast
 
 import faust
+import orjson
 
+from agents.environment import identity
+from agents.errors import DataDirError
 from agents.kafka.deadletters import by_reference, dead_letter_record
 from agents.kafka.model_topic import Model, follow_model
 from agents.redis.projection import RedisProjection
@@ -26,6 +31,7 @@ from agents.worker.counters import Counters, snapshot
 from agents.worker.deadlines import Deadlines
 from agents.worker.model import model_fields
 from agents.worker.recovery import TableManager
+from agents.worker.reprojection import Reprojector
 from agents.worker.store import BatchStore, store_url
 from agents.worker.transport import broker_urls
 from streams import topics
@@ -161,11 +167,20 @@ class Pipeline:
         self._batch_seen: dict[int, float] = {}
         self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
         #: makes each batch durable in order, then acknowledges its records
+        #: keeps Redis complete after a crash, or after Redis lost its data
+        self.reprojector = Reprojector(
+            self.projection,
+            self._store,
+            self._project,
+            lambda: self.deadlines.owned,
+            environment=orjson.dumps(identity(settings)),
+        )
         self.committer = Committer(
             self._producer_send,
             self.state.changelog_topic.get_topic_name(),
             self._store,
-            on_error=self.app.crash,
+            on_error=self._on_commit_error,
+            on_stored=self.reprojector.stored,
         )
         self._stopping = asyncio.Event()
         self.app.task(self._follow_model)
@@ -272,6 +287,22 @@ class Pipeline:
             fields = {**profile_fields(state, version=revision), **model_fields(self.model, state)}
             self.projection.stage(state.user_id, revision, fields, profile_indexes(state))
 
+    async def _on_commit_error(self, error: BaseException) -> None:
+        """A batch could not be made durable: a disk that is full or
+        read-only stops the worker at once with one clear line and exit
+        code 2 — as a crash would, which the order of docs/reliability.md
+        makes safe (a graceful stop would wait forever for the batch that
+        cannot be stored); anything else crashes it with Faust's report."""
+        fatal = DataDirError.of(error, self.settings.data_dir)
+        if fatal is None:
+            await self.app.crash(error)
+            return
+        logger.critical("%s", fatal)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        print(f"userpulse: error: {fatal}", file=sys.stderr, flush=True)
+        os._exit(2)
+
     def _store(self) -> BatchStore:
         return cast(BatchStore, self.state.data)
 
@@ -375,6 +406,7 @@ class Pipeline:
         events = self.events_topic.get_topic_name()
         assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events}
         self.deadlines.rebuild(assigned, self.state.items)
+        self.reprojector.assigned(assigned)
 
     async def _send_derived(self, message: DerivedMessage) -> None:
         await self._send(self.derived_topic_name, message.key.encode(), encode_derived(message))
@@ -396,20 +428,22 @@ class Pipeline:
         return (name, *letter), (name, *fallback)
 
     async def flush_projection(self) -> None:
-        await self.projection.flush(time.monotonic())
+        await self.reprojector.flush(time.monotonic())
 
     async def _on_shutdown(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self._stopping.set()
         await self.committer.drain()
         await self.committer.stop()
-        await self.projection.flush(time.monotonic())
+        await self.reprojector.flush(time.monotonic())
         await self.projection.close()
 
     def _counters_view(self) -> Any:
         # Faust calls a page handler as handler(view, request): a plain function.
         async def counters(view: Any, request: Any) -> Any:
             return view.json(
-                snapshot(self.counters, self.committer, self.deadlines, self.projection)
+                snapshot(
+                    self.counters, self.committer, self.deadlines, self.projection, self.reprojector
+                )
             )
 
         return counters

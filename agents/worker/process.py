@@ -8,6 +8,7 @@ import faust
 
 from agents.envvars import redact_url
 from agents.settings import Settings
+from agents.worker import logfilter
 from agents.worker.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,10 @@ class _Worker(faust.Worker):
     """Faust's worker without its terminal spinner. At log level WARNING or
     above the spinner sets the root logger to DEBUG (so that it spins on every
     record): every debug call in aiokafka's and Faust's send paths then builds
-    a LogRecord that is thrown away — 6 % of a busy worker's time."""
+    a LogRecord that is thrown away — 6 % of a busy worker's time. And with
+    the libraries' repeated warnings limited to one line a minute
+    (:mod:`agents.worker.logfilter`)."""
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
+        logfilter.install(logger)  # one line per outage, not one per retry

@@ -37,6 +37,12 @@ class BatchStore(Protocol):
         self, tp: TP, writes: Mapping[bytes, bytes | None], changelog_offset: int
     ) -> None: ...
 
+    def items_in(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]: ...
+
+    def offset_in(self, partition: int) -> int | None: ...
+
 
 class RocksStore(rocksdb.Store):
     """Faust's RocksDB store (one database per partition), read and written
@@ -67,10 +73,45 @@ class RocksStore(rocksdb.Store):
         batch.put(self.offset_key, str(changelog_offset).encode())
         self._db_for_partition(tp.partition).write(batch)
 
+    def items_in(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` (key, value) of ``partition``'s database, in key
+        order, after the key ``after`` (None: from the first)."""
+        db = self._db_for_partition(partition)
+        out: list[tuple[bytes, bytes]] = []
+        for key, value in db.items(from_key=after) if after is not None else db.items():
+            if key == after or key == self.offset_key:
+                continue
+            out.append((key, value))
+            if len(out) >= limit:
+                break
+        return out
+
+    def offset_in(self, partition: int) -> int | None:
+        """The changelog offset ``partition``'s database reaches (None: empty)."""
+        raw = self._db_for_partition(partition).get(self.offset_key)
+        return int(raw) if raw is not None else None
+
 
 class MemoryStore(memory.Store[bytes, bytes]):
     """Faust's memory store with the same calls (nothing survives a restart:
-    every start recovers the whole changelog)."""
+    every start recovers the whole changelog). One dict for every partition:
+    :meth:`items_in` yields all of them, and :meth:`offset_in` knows only the
+    offsets this process wrote."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._offsets: dict[int, int] = {}
+
+    def items_in(
+        self, partition: int, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, bytes]]:
+        keys = sorted(k for k in self.data if after is None or k > after)[:limit]
+        return [(k, self.data[k]) for k in keys]
+
+    def offset_in(self, partition: int) -> int | None:
+        return self._offsets.get(partition)
 
     def get_in(self, partition: int, key: bytes) -> bytes | None:
         value: bytes | None = self.data.get(key)
@@ -85,3 +126,4 @@ class MemoryStore(memory.Store[bytes, bytes]):
                 data.pop(key, None)
             else:
                 data[key] = value
+        self._offsets[tp.partition] = changelog_offset

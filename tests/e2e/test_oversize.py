@@ -22,7 +22,7 @@ from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
 from tests.e2e.conftest import Worker, counters, wait_for
-from tests.faults.test_worker_kills import committed_everything
+from tests.faults.conftest import committed_everything
 
 pytestmark = pytest.mark.e2e
 

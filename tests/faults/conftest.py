@@ -109,10 +109,32 @@ def committed_everything(settings: Settings, topic: str) -> bool:
         consumer.close()
 
 
+#: A timer tick and the hand-off of an idle partition's deadlines to the timer
+#: (agents/worker/pipeline.py), with room: the wait before settled() looks again.
+SETTLE_S = 1.5
+
+
+def settled(settings: Settings) -> bool:
+    """Is the worker done with everything there is? Every input record and
+    every internal message (identity merges, referral credits, the Due
+    records the timer sends for an idle partition's deadlines) committed —
+    and still so after :data:`SETTLE_S`, by when the deadlines that came due
+    with the last events have been sent and must be committed too. The
+    verifier expects every deadline up to the last event decided."""
+    names = [settings.topic(topics.USER_EVENTS), settings.topic(topics.DERIVED)]
+    if not all(committed_everything(settings, name) for name in names):
+        return False
+    time.sleep(SETTLE_S)  # a quiet moment is the condition itself, not an isolation
+    return all(committed_everything(settings, name) for name in names)
+
+
 class SteadyProducer:
     """Sends ``keys``/``values`` to the events topic in steps of ``step``
     records every ``pause_s`` (a steady rate), from a thread; rides out a
-    broker outage (the client retries; nothing is given up)."""
+    broker outage (the client retries; nothing is given up). With
+    ``holds``, it stops after each of those record counts until
+    :meth:`release` — so that a scenario's next step (a rebalance, say)
+    happens while records are still coming, however slow the machine."""
 
     def __init__(
         self,
@@ -122,6 +144,7 @@ class SteadyProducer:
         *,
         step: int = 60,
         pause_s: float = 0.2,
+        holds: tuple[int, ...] = (),
     ) -> None:
         self.topic = settings.topic(topics.USER_EVENTS)
         self.producer = KafkaProducer(
@@ -139,6 +162,12 @@ class SteadyProducer:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self._holds = sorted(holds)
+        self._released = threading.Semaphore(0)
+
+    def release(self) -> None:
+        """Let the producer go on past its next hold."""
+        self._released.release()
 
     def start(self) -> SteadyProducer:
         self.thread.start()
@@ -146,12 +175,18 @@ class SteadyProducer:
 
     def _run(self) -> None:
         try:
-            for start in range(0, len(self.keys), self.step):
-                end = min(start + self.step, len(self.keys))
+            holds = [h for h in self._holds if 0 < h < len(self.keys)]
+            start = 0
+            while start < len(self.keys):
+                end = min(start + self.step, len(self.keys), *holds[:1])
                 for i in range(start, end):
                     self.producer.send(self.topic, key=self.keys[i], value=self.values[i])
                 self.producer.flush()
                 self.sent = end
+                start = end
+                if holds and end == holds[0]:
+                    holds.pop(0)
+                    self._released.acquire()  # until the scenario's next step is done
                 time.sleep(self.pause_s)  # the rate, not a wait for a condition
         except BaseException as exc:  # reported by wait()
             self.error = exc

@@ -30,7 +30,7 @@ from benchmarks.generator import generate
 from streams import topics
 from streams.userstate import DEDUP_WINDOW
 from tests.e2e.conftest import Worker, counters, wait_for
-from tests.faults.conftest import SteadyProducer, committed_everything, probes, scale
+from tests.faults.conftest import SteadyProducer, probes, scale, settled
 from tests.faults.verifier import Report, verify
 
 pytestmark = pytest.mark.e2e
@@ -77,7 +77,7 @@ def test_kills_lose_nothing_and_apply_nothing_twice(
             worker = Worker(settings, log)
         producer.wait(120)
         wait_for(
-            lambda: committed_everything(settings, events_topic),
+            lambda: settled(settings),
             240,
             worker,
             "every record committed",
