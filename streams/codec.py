@@ -12,6 +12,7 @@ from streams.errors import StateError
 from streams.userstate import (
     FIELD_NAMES,
     SCHEMA_VERSION,
+    STAGE_ERASED,
     Cart,
     CartItem,
     UserState,
@@ -24,15 +25,22 @@ _SCALARS = (
     "sessions", "activity_day", "activity_bits", "channel", "campaign", "referrer_id",
     "referral_count", "stage", "health", "resurrected_ms", "segment", "tier", "merged_into",
     "revision", "timezone", "stalled_sent", "churn_warned_ms", "sent_day", "sent_count",
-    "evaluated_ms", "events_offset", "derived_offset", "erased_ms",
+    "evaluated_ms", "events_offset", "derived_offset", "erased_ms", "erasures",
 )  # fmt: skip
 _TUPLES = ("recent_referrals", "recent_events", "merged_from")
-#: the scalars of each layout read: version 4 had no ``erased_ms`` (read as 0:
-#: a history never erased — an erasure marker of version 4 still holds the
-#: erasure time as its ``last_seen_ms``); version 3 no input offsets either
-#: (read as -1, none applied: the first redelivery after the upgrade is
-#: recognised by the window of recent event ids, as before)
-_SCALARS_OF = {SCHEMA_VERSION: _SCALARS, 4: _SCALARS[:-1], 3: _SCALARS[:-3]}
+#: the scalars of each layout read: version 5 had no ``erasures`` (read as 1
+#: for a marker or a history begun after an erasure, else 0: the ids such a
+#: history's triggers had stay the same); version 4 no ``erased_ms`` either
+#: (read as 0: a history never erased — an erasure marker of version 4 still
+#: holds the erasure time as its ``last_seen_ms``); version 3 no input
+#: offsets either (read as -1, none applied: the first redelivery after the
+#: upgrade is recognised by the window of recent event ids, as before)
+_SCALARS_OF = {
+    SCHEMA_VERSION: _SCALARS,
+    5: _SCALARS[:-1],
+    4: _SCALARS[:-2],
+    3: _SCALARS[:-4],
+}
 
 
 def encode_state(state: UserState) -> bytes:
@@ -138,6 +146,9 @@ def _decode_checked(doc: Any) -> UserState:
         fields["last_triggers"] = tuple((t, int(at)) for t, at in triggers)
         fields["rfm"] = tuple(rfm) if rfm is not None else None
         fields["cart"] = _decode_cart(cart)
+        if "erasures" not in fields:  # an older layout
+            erased = fields.get("erased_ms") or fields.get("stage") == STAGE_ERASED
+            fields["erasures"] = 1 if erased else 0
         return UserState(**fields)
     except StateError:
         raise

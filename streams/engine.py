@@ -268,7 +268,7 @@ class Engine:
         if new is None:  # erased: what remains is the marker, and of merged histories too
             out.erasures += 1
             out.derived += erasures_to_send(caught, event.timestamp_ms)
-            new = erased_marker(event.timestamp_ms)
+            new = erased_marker(event.timestamp_ms, caught)
         w.state = new
         w.changes += 1
         w.floor_ms = max(w.floor_ms, event.timestamp_ms - 1)
@@ -346,12 +346,17 @@ class Engine:
             self._due(w, message.until_ms, out)
             return
         if isinstance(message, Alias):
-            marked, merge = on_alias(old, message)
+            # like an event: the anonymous id's deadlines before the link are
+            # decided first, at their own time, so that its snapshot does not
+            # depend on whether an idle timer ran before the Alias arrived
+            caught, triggers = run_until(old, message.at_ms - 1, policy, self.churn_model)
+            marked, merge = on_alias(caught, message)
             if merge is not None:
                 out.derived.append(merge)
             if marked == old:
                 return  # a redelivered Alias: the same answer, nothing to store
             new = marked
+            w.floor_ms = max(w.floor_ms, message.at_ms - 1)
         elif isinstance(message, Erase):
             erased = on_erase(old, message)
             if erased is old:

@@ -145,7 +145,7 @@ def on_erase(anonymous: UserState | None, erase: Erase) -> UserState | None:
         return anonymous
     if anonymous.merged_into != erase.user_id:
         return anonymous
-    return erased_marker(erase.at_ms)
+    return erased_marker(erase.at_ms, anonymous)
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.userstate import AnyState, UserState
+from streams.userstate import STAGE_ERASED, AnyState, UserState
 
 #: Redis membership indexes: dimension → the state field it indexes
 INDEX_DIMENSIONS = ("stage", "health", "segment", "tier")
+
+
+def mirrored(state: AnyState) -> bool:
+    """Is ``state``'s profile mirrored to Redis? Every user's is — one known
+    only as a referrer (no events of its own) included — but not an erasure
+    marker's (its profile is deleted) nor the bare marker of an anonymous id
+    merged before it had any history (no profile of its own to show)."""
+    if state.stage == STAGE_ERASED:
+        return False
+    return state.event_count > 0 or state.merged_into is None
 
 
 def profile_snapshot(state: AnyState) -> dict[str, Any]:

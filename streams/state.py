@@ -47,10 +47,23 @@ def new_state(user_id: str, at_ms: int) -> UserState:
     return UserState(user_id=user_id, first_seen_ms=at_ms, last_seen_ms=at_ms)
 
 
-def erased_marker(at_ms: int) -> UserState:
-    """The marker an erasure at ``at_ms`` leaves under the user's key: no
-    facts, not even the id (docs/state.md, "Erasure")."""
-    return UserState(user_id="", first_seen_ms=at_ms, last_seen_ms=at_ms, stage=STAGE_ERASED)
+def erased_marker(at_ms: int, erased: AnyState | None) -> UserState:
+    """The marker an erasure at ``at_ms`` of the state ``erased`` leaves
+    under the user's key: no facts, not even the id (docs/state.md,
+    "Erasure") — only how many erasures the key has seen."""
+    if erased is None:
+        erasures = 1
+    elif erased.stage == STAGE_ERASED:
+        erasures = erased.erasures  # erased again: no history began in between
+    else:
+        erasures = erased.erasures + 1
+    return UserState(
+        user_id="",
+        first_seen_ms=at_ms,
+        last_seen_ms=at_ms,
+        stage=STAGE_ERASED,
+        erasures=erasures,
+    )
 
 
 def apply(
@@ -61,16 +74,17 @@ def apply(
     ``None`` after ``user_deleted`` (erasure)."""
     if event.type == ERASURE_EVENT:
         return None
-    erased_at = 0
+    erased_at = erasures = 0
     if state is not None and state.stage == STAGE_ERASED:
         if event.timestamp_ms < state.last_seen_ms:
             return state  # from before the erasure (a replay): stays erased
-        erased_at = state.last_seen_ms
+        erased_at, erasures = state.last_seen_ms, state.erasures
         state = None  # the user came back: a new, empty history
     digest = event_digest(event.event_id)
     if state is None:
         working = fresh(event.key, event.timestamp_ms)
         working.erased_ms = erased_at
+        working.erasures = erasures
     elif digest in state.recent_events:
         return state
     else:

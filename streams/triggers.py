@@ -51,9 +51,15 @@ def trigger_id_for(trigger_type: str, user_id: str, *anchor: str | int) -> str:
 
 def state_trigger_id(trigger_type: str, state: AnyState, *anchor: str | int) -> str:
     """:func:`trigger_id_for` a trigger about ``state``'s history: a history
-    begun after an erasure (``erased_ms``) gets ids of its own, so a returning
-    user's ``stage_changed`` is not taken for the one before the erasure; a
-    user never erased keeps the ids it always had."""
+    begun after an erasure (``erased_ms``, the ``erasures``-th) gets ids of
+    its own, so a returning user's ``stage_changed`` is not taken for the one
+    before the erasure — even when two erasures have the same event time; a
+    user never erased keeps the ids it always had, and one erased once the
+    ids it had before ``erasures`` was counted."""
+    erasures = state.erasures
+    if erasures > 1:
+        after = f"after:{state.erased_ms}:{erasures}"
+        return trigger_id_for(trigger_type, state.user_id, *anchor, after)
     if state.erased_ms:
         return trigger_id_for(trigger_type, state.user_id, *anchor, f"after:{state.erased_ms}")
     return trigger_id_for(trigger_type, state.user_id, *anchor)

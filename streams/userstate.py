@@ -15,7 +15,7 @@ from typing import Any
 from streams import lifecycle
 from streams.policy import DAY_MS
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: How many recent event ids per user are remembered to drop redeliveries.
 #: Each costs 19 bytes of serialised state (a 64-bit digest in hex, quoted).
@@ -124,6 +124,10 @@ class UserState:
     #: the time of the erasure this history began after (0: never erased): a
     #: returning user's trigger ids are new (:func:`streams.triggers.subject_of`)
     erased_ms: int = 0
+    #: how many erasures of this key the history began after (0: never
+    #: erased); anchors a returning user's trigger ids with ``erased_ms``, so
+    #: two erasures at the same event time still give new ids
+    erasures: int = 0
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -202,6 +206,7 @@ class WorkingState:
     events_offset: int
     derived_offset: int
     erased_ms: int
+    erasures: int
     schema_version: int
 
     @property

@@ -39,7 +39,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from typing import Any
 
 import orjson
@@ -108,11 +108,18 @@ class Backtest:
         partitions: int = DEFAULT_PARTITIONS,
         lateness_ms: int | None = None,
         batch: int = DEFAULT_BATCH,
+        now_ms: int | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.policy = policy
         self.on_trigger = on_trigger
-        # no wall clock in a back-test: no event is too far in the future
-        limits = Limits(max_future_skew_ms=_NEVER)
+        #: the wall clock events are validated against, with ``limits``
+        #: (default: the contract's) — a worker's at the time it read them;
+        #: None, as for history: no wall clock, no event is in the future
+        self.now_ms = _NEVER if now_ms is None else now_ms
+        limits = limits if limits is not None else Limits()
+        if now_ms is None:
+            limits = replace(limits, max_future_skew_ms=_NEVER)
         self.engine = Engine(policy, churn_model=churn_model, limits=limits)
         self.partitions = partitions
         self.parts = [Partition(n, "stream", lateness_ms) for n in range(partitions)]
@@ -186,7 +193,12 @@ class Backtest:
         """One engine batch on partition ``number``, then the internal
         messages it sent, each on its key's partition."""
         batch = self.engine.run(
-            self.parts[number], inputs, self.states.get, now_ms=_NEVER, idle=idle, until_ms=until_ms
+            self.parts[number],
+            inputs,
+            self.states.get,
+            now_ms=self.now_ms,
+            idle=idle,
+            until_ms=until_ms,
         )
         self.events += batch.events
         self.duplicates += batch.duplicates

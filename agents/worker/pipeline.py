@@ -43,7 +43,7 @@ from streams.derived import DerivedMessage, Due, encode_derived
 from streams.engine import Engine
 from streams.errors import EventError, StateError
 from streams.policy import DEFAULT_POLICY, Policy
-from streams.profile import profile_fields, profile_indexes
+from streams.profile import mirrored, profile_fields, profile_indexes
 from streams.triggers import encode_trigger
 from streams.userstate import STAGE_ERASED, UserState
 
@@ -283,7 +283,7 @@ class Pipeline:
         revision = state.revision
         if state.stage == STAGE_ERASED:
             self.projection.erase(key.decode(), revision)
-        elif state.event_count > 0:
+        elif mirrored(state):
             fields = {**profile_fields(state, version=revision), **model_fields(self.model, state)}
             self.projection.stage(state.user_id, revision, fields, profile_indexes(state))
 

@@ -30,6 +30,7 @@ from agents.redis.projection import Behind, RedisProjection
 from agents.worker.store import BatchStore
 from streams.codec import decode_state
 from streams.errors import StateError
+from streams.profile import mirrored
 from streams.userstate import STAGE_ERASED, UserState
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class Reprojector:
                     state = decode_state(raw)
                 except StateError:
                     continue  # logged when the engine reads it
-                if state.stage == STAGE_ERASED or state.event_count > 0:
+                if state.stage == STAGE_ERASED or mirrored(state):
                     states.append((key, state))
             checks = [
                 Behind(

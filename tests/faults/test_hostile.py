@@ -10,10 +10,10 @@ cleanly. The short run sends about 5,000 hostile records, ``FAULTS=full``
 about 100,000; in the mix's phases (identity merges and what follows them
 wait for the worker to commit the phase before), at up to ~4,000 records/s.
 
-The verifier's back-test has no wall clock: for this run it is told to
-reject what lies beyond the wall clock as the worker does
-(:func:`_wall_clock_backtest`), so that timestamps a day or a century ahead
-are checked too, not only those beyond any clock (over 2^63 ms).
+The verifier's back-test is given the wall clock of the run's start and the
+worker's skew (``verify(now_ms=…)``), so it rejects what lies beyond the
+wall clock as the worker does: timestamps a day or a century ahead are
+checked too, not only those beyond any clock (over 2^63 ms).
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import redis
 
-from agents.backtest.run import _NEVER, Backtest
 from agents.kafka.admin import ensure_topics
 from agents.kafka.deadletters import DLQ_HEADERS, TRUNCATED_HEADER, dlq_topic
 from agents.settings import Settings
@@ -38,7 +37,6 @@ from streams.contract import REJECTION_CODES, Limits
 from streams.errors import EventError
 from streams.events import parse_event
 from tests.e2e.conftest import Worker, counters, wait_for
-from tests.faults import verifier
 from tests.faults.conftest import SteadyProducer, committed_everything, scale
 from tests.faults.hostile import APPLIED, WALL_CLOCK_FUTURE_MS, Mix, Record, hostile_mix
 from tests.faults.verifier import Report, read_to_end, verify
@@ -76,21 +74,6 @@ def test_the_labels_are_the_engines() -> None:
     assert not wrong, wrong
     assert set(mix.by_expect()) == {*REJECTION_CODES, APPLIED}
     assert mix.records == hostile_mix(data, 2_000, seed=31, wall_ms=wall).records  # seeded
-
-
-def _wall_clock_backtest(reject_after_ms: int) -> type[Backtest]:
-    """The verifier's back-test rejecting timestamps later than
-    ``reject_after_ms`` (``future_timestamp``), as a worker rejects those
-    beyond its skew of the wall clock: the back-test has no wall clock (it
-    calls the engine with now = ``_NEVER`` and an unbounded skew)."""
-
-    class WallClockBacktest(Backtest):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            skew = reject_after_ms - _NEVER
-            self.engine.limits = replace(self.engine.limits, max_future_skew_ms=skew)
-
-    return WallClockBacktest
 
 
 def _send(settings: Settings, records: list[Record], worker: Worker) -> None:
@@ -150,7 +133,6 @@ def test_hostile_records_are_applied_or_dead_lettered(
     settings: Settings,
     tmp_path: Path,
     record_report: list[Report],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = replace(settings, clock="stream")
     wall = time.time_ns() // 1_000_000
@@ -178,12 +160,11 @@ def test_hostile_records_are_applied_or_dead_lettered(
         stopped = worker.stop()
     assert stopped == 0, worker.tail()
 
-    reject_after = wall + WALL_CLOCK_FUTURE_MS // 2
-    monkeypatch.setattr(verifier, "Backtest", _wall_clock_backtest(reject_after))
     report = verify(
         settings,
         f"{len(mix.hostile()):,} hostile records through a worker",
         data_dir=settings.data_dir,
+        now_ms=wall,
     )
     record_report.append(report)
     dead, by_reference = _dead_letters(settings)

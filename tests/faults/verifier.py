@@ -48,9 +48,10 @@ from agents.redis.keys import profile_key
 from agents.settings import Settings
 from streams import topics
 from streams.codec import decode_state
-from streams.profile import profile_fields
+from streams.contract import Limits
+from streams.profile import mirrored, profile_fields
 from streams.triggers import encode_trigger
-from streams.userstate import STAGE_ERASED, UserState
+from streams.userstate import UserState
 
 #: state fields the worker and the back-test do not share: the revision
 #: (idle deadlines are a change of their own on a live worker) and the input
@@ -208,8 +209,14 @@ class Report:
 class Expected:
     """What the engine decides for the input topic's records."""
 
-    def __init__(self, settings: Settings, records: list[Raw]) -> None:
-        self.backtest = Backtest(partitions=settings.partitions, keep_triggers=True)
+    def __init__(self, settings: Settings, records: list[Raw], now_ms: int | None = None) -> None:
+        limits = Limits(
+            max_bytes=settings.max_event_bytes,
+            max_future_skew_ms=settings.max_future_skew_s * 1000,
+        )
+        self.backtest = Backtest(
+            partitions=settings.partitions, keep_triggers=True, now_ms=now_ms, limits=limits
+        )
         self.rejected: dict[tuple[int, int], str] = {}
         self.backtest.on_dead_letter = lambda letter, origin: self.rejected.__setitem__(
             origin, letter.error.code
@@ -338,11 +345,14 @@ def verify(
     *,
     data_dir: Path | None = None,
     check_profiles: bool = True,
+    now_ms: int | None = None,
 ) -> Report:
     """Every view of ``settings``' environment against the engine's reading
-    of its input topic. ``data_dir``: also check a stopped worker's RocksDB."""
+    of its input topic. ``data_dir``: also check a stopped worker's RocksDB.
+    ``now_ms``: the wall clock the worker validated events against, with its
+    settings' skew (None: none — no event is in the future, as for history)."""
     inputs = read_to_end(settings.kafka_bootstrap, [settings.topic(topics.USER_EVENTS)])
-    expected = Expected(settings, inputs)
+    expected = Expected(settings, inputs, now_ms)
     latest: dict[bytes, bytes | None] = {}
     for record in read_to_end(settings.kafka_bootstrap, [changelog_topic(settings)]):
         if record.key is not None:
@@ -352,7 +362,7 @@ def verify(
         if raw is not None:
             state = decode_state(raw)
             changelog[state.user_id] = state
-    live = {u: s for u, s in changelog.items() if s.stage != STAGE_ERASED}
+    live = {u: s for u, s in changelog.items() if mirrored(s)}
     views = [check_states("changelog", expected.states, changelog)]
     if data_dir is not None:
         views.append(check_local(changelog, local_states(data_dir)))

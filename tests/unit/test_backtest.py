@@ -626,3 +626,28 @@ def test_a_bad_json_line_is_rejected_with_its_line_and_the_rest_is_run(tmp_path:
     assert report.events == len(events) and report.rejected == 1
     [example] = report.examples
     assert example.line == 3 and example.error.code == "missing_field"
+
+
+def test_a_wall_clock_makes_the_back_test_reject_the_future_as_a_worker_does() -> None:
+    from agents.backtest.run import Backtest
+    from streams.contract import Limits
+
+    def event_at(n: int, ts: int) -> bytes:
+        return orjson.dumps(
+            {"event_id": f"w-{n}", "type": "page_viewed", "timestamp": ts, "user_id": "u1"}
+        )
+
+    wall = 1_767_225_600_000
+    day = 86_400_000
+    inputs = [event_at(1, wall - day), event_at(2, wall + 60_000), event_at(3, wall + day)]
+    history = Backtest()  # no wall clock: nothing is in the future
+    clocked = Backtest(now_ms=wall, limits=Limits(max_future_skew_ms=300_000))
+    rejected: list[str] = []
+    clocked.on_dead_letter = lambda letter, _origin: rejected.append(letter.error.code)
+    for raw in inputs:
+        history.feed_raw(b"u1", raw)
+        clocked.feed_raw(b"u1", raw, origin="x")
+    history.finish()
+    clocked.finish()
+    assert history.dead_letters == 0 and history.events == 3
+    assert clocked.events == 2 and rejected == ["future_timestamp"]

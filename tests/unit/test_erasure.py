@@ -70,6 +70,7 @@ def test_the_marker_of_an_erased_user_carries_no_id_and_no_facts() -> None:
         revision=marker.revision,
         events_offset=2,
         derived_offset=marker.derived_offset,
+        erasures=1,
     )
     assert decode_state(encode_state(marker)) == marker
 
@@ -130,12 +131,61 @@ def test_a_user_never_erased_keeps_the_trigger_ids_it_always_had() -> None:
     assert world.triggers("stage_changed") == [trigger_id_for("stage_changed", "ana", "acquired")]
 
 
+def test_two_erasures_at_the_same_time_still_give_the_returning_user_new_ids() -> None:
+    world = World()
+    world.run([event(1, "signed_up", T0, "ana"), event(2, "user_deleted", T0 + H, "ana")])
+    world.run([event(3, "signed_up", T0 + H, "ana"), event(4, "user_deleted", T0 + H, "ana")])
+    world.run([event(5, "signed_up", T0 + H, "ana")])
+    ids = world.triggers("stage_changed")
+    assert len(ids) == 3
+    assert len(set(ids)) == 3, "the third history's stage_changed must not repeat the second's"
+    assert world.states[b"ana"].erased_ms == T0 + H and world.states[b"ana"].erasures == 2
+
+
+def test_the_marker_counts_erasures_of_histories_not_of_markers() -> None:
+    world = World()
+    world.run([event(1, "signed_up", T0, "ana"), event(2, "user_deleted", T0 + H, "ana")])
+    assert world.states[b"ana"].erasures == 1
+    world.run([event(3, "user_deleted", T0 + 2 * H, "ana")])  # erased again, nothing in between
+    assert world.states[b"ana"].erasures == 1
+    world.run([event(4, "page_viewed", T0 + 3 * H, "ana")])
+    assert world.states[b"ana"].erasures == 1
+    world.run([event(5, "user_deleted", T0 + 4 * H, "ana")])
+    assert world.states[b"ana"].erasures == 2
+
+
+def _older_layout(state: UserState, version: int, dropped: Sequence[str]) -> UserState:
+    doc = orjson.loads(encode_state(state))
+    for name in sorted(dropped, key=_SCALARS.index, reverse=True):
+        at = 1 + _SCALARS.index(name)
+        doc = [*doc[:at], *doc[at + 1 :]]
+    return decode_state(orjson.dumps([version, *doc[1:]]))
+
+
 def test_a_state_of_layout_4_is_read_as_a_history_never_erased() -> None:
     world = World()
     world.run([event(1, "signed_up", T0, "ana")])
-    doc = orjson.loads(encode_state(world.states[b"ana"]))
-    at = 1 + _SCALARS.index("erased_ms")
-    layout_4 = [4, *doc[1:at], *doc[at + 1 :]]  # version 4: no erased_ms
-    old = decode_state(orjson.dumps(layout_4))
-    assert old.erased_ms == 0
+    old = _older_layout(world.states[b"ana"], 4, ["erased_ms", "erasures"])
+    assert old.erased_ms == 0 and old.erasures == 0
     assert old == world.states[b"ana"]
+
+
+def test_a_state_of_layout_5_after_one_erasure_keeps_its_trigger_ids() -> None:
+    from streams.triggers import state_trigger_id, trigger_id_for
+
+    world = World()
+    world.run([event(1, "signed_up", T0, "ana"), event(2, "user_deleted", T0 + H, "ana")])
+    marker = _older_layout(world.states[b"ana"], 5, ["erasures"])
+    assert marker == world.states[b"ana"] and marker.erasures == 1
+    world.run([event(3, "signed_up", T0 + 2 * H, "ana")])
+    back = world.states[b"ana"]
+    old = _older_layout(back, 5, ["erasures"])
+    assert old == back and old.erasures == 1
+    # the id a history begun after one erasure had before erasures were counted
+    want = trigger_id_for("stage_changed", "ana", "x", f"after:{T0 + H}")
+    assert state_trigger_id("stage_changed", old, "x") == want
+    assert state_trigger_id("stage_changed", back, "x") == want
+    fresh = _older_layout(
+        UserState(user_id="bo", first_seen_ms=T0, last_seen_ms=T0), 5, ["erasures"]
+    )
+    assert fresh.erasures == 0

@@ -54,7 +54,7 @@ def one_at_a_time(
         derived += [*aliases_to_send(caught, event), *credits_to_send(caught, new, event)]
         if new is None:
             derived += erasures_to_send(caught, event.timestamp_ms)
-            new = erased_marker(event.timestamp_ms)
+            new = erased_marker(event.timestamp_ms, caught)
         state = new
         changes += 1
     return state, changes, triggers, derived

@@ -311,7 +311,7 @@ def test_after_erasure_older_events_stay_erased_and_newer_ones_start_afresh() ->
     from streams.state import erased_marker
     from streams.userstate import STAGE_ERASED
 
-    marker = erased_marker(T0 + 10 * DAY_MS)
+    marker = erased_marker(T0 + 10 * DAY_MS, None)
     assert marker.stage == STAGE_ERASED and marker.event_count == 0
     replayed = Event(
         "old-1", "order_completed", T0 + 5 * DAY_MS, user_id="u1", properties=order(9.0)

@@ -85,7 +85,8 @@ def test_without_offsets_only_the_window_of_event_ids_remains() -> None:
     assert state is not None
     doc = orjson.loads(encode_state(state))
     scalars = 1 + len(_SCALARS)
-    layout_3 = [3, *doc[1 : scalars - 3], *doc[scalars:]]  # version 3: no offsets, no erased_ms
+    # version 3: no offsets, no erased_ms, no erasures
+    layout_3 = [3, *doc[1 : scalars - 4], *doc[scalars:]]
     table.rows[b"busy"] = orjson.dumps(layout_3)
     old = table.load(b"busy")
     assert old is not None and old.events_offset == -1 and old.event_count == len(records)
