@@ -4,10 +4,11 @@ what is wrong.
 
 The contract itself — event types, context, rejection codes, :class:`Limits`,
 the bounds and patterns — is declared as data in :mod:`streams.contract`;
-:mod:`streams.validation` compiles those tables once, at import, into the
+:mod:`streams.event_rules` compiles those tables once, at import, into the
 checks :func:`parse_event` runs on properties and context, and
 :mod:`streams.schema` renders the same tables as JSON Schema. This module
-checks the envelope (ids, type, timestamp) itself and builds the event.
+checks the envelope (ids, type; the timestamp through
+:mod:`streams.timestamps`) and builds the event.
 docs/events.md is the contract a producer reads.
 
 Nothing here reads a clock or the environment: ``now_ms`` is passed in.
@@ -19,14 +20,12 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import orjson
 
 from streams.contract import (
     DEFAULT_LIMITS,
-    ISO_TIMESTAMP_PATTERN,
     MAX_TYPE_LENGTH,
     MIN_TIMESTAMP_MS,
     TYPE_PATTERN,
@@ -42,16 +41,10 @@ from streams.event_fields import (
     wrong_type,
 )
 from streams.event_rules import CONTEXT_RULES, TYPE_RULES, check_shape
+from streams.timestamps import parse_timestamp
 
-# the contract's patterns, and the zone-less timestamp a hint is given for
-_ZONELESS_PATTERN: Final = (
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?"
-)
+# the contract's type pattern
 _TYPE_RE: Final = re.compile(TYPE_PATTERN)
-_ISO_RE: Final = re.compile(ISO_TIMESTAMP_PATTERN)
-_ZONELESS_RE: Final = re.compile(_ZONELESS_PATTERN)
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS: Final = timedelta(milliseconds=1)
 
 
 # ---------------------------------------------------------------------------
@@ -214,7 +207,7 @@ def parse_event(raw: bytes, *, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> 
     ):
         timestamp_ms: int = timestamp  # epoch ms, in range: the common case
     else:
-        timestamp_ms = _timestamp(timestamp, now_ms, limits)
+        timestamp_ms = parse_timestamp(timestamp, now_ms, limits)
 
     properties = doc.get("properties")
     if properties is None:
@@ -322,96 +315,3 @@ def _check_identity(etype: str, identity: Identity, user_id: Any, anonymous_id: 
             "$.anonymous_id",
             f"{etype} requires anonymous_id too: the anonymous id that becomes user_id",
         )
-
-
-def _timestamp(value: Any, now_ms: int, limits: Limits) -> int:
-    path = "$.timestamp"
-    kind = type(value)
-    if kind is int:
-        ts: int = value
-        if ts < MIN_TIMESTAMP_MS:
-            if MIN_TIMESTAMP_MS <= ts * 1000 <= now_ms + limits.max_future_skew_ms:
-                raise EventError(
-                    "bad_timestamp",
-                    path,
-                    f"timestamp {ts} looks like epoch seconds; send epoch milliseconds "
-                    f"({ts * 1000}) or ISO-8601 with a zone",
-                )
-            raise EventError(
-                "bad_timestamp",
-                path,
-                f"timestamp {ts} is before 1973-03-03T09:46:40Z ({MIN_TIMESTAMP_MS} ms), "
-                "the earliest accepted; send epoch milliseconds",
-            )
-    elif kind is str:
-        ts = _iso_timestamp(value)
-    elif value is None:
-        raise EventError(
-            "missing_field", path, "timestamp is required: epoch ms or ISO-8601 with a zone"
-        )
-    elif kind is float:
-        raise EventError(
-            "bad_timestamp",
-            path,
-            f"timestamp {value!r} is not a whole number: send integer epoch milliseconds "
-            "(no decimal point or exponent)",
-        )
-    else:
-        raise wrong_type("$", "timestamp", "epoch milliseconds or an ISO-8601 string", value)
-    ahead = ts - now_ms
-    if ahead > limits.max_future_skew_ms:
-        raise EventError(
-            "future_timestamp",
-            path,
-            f"timestamp is {_duration(ahead)} ahead of the pipeline clock; the allowed skew is "
-            f"{_duration(limits.max_future_skew_ms)}{_unit_hint(value, now_ms, limits)}",
-        )
-    return ts
-
-
-def _iso_timestamp(value: str) -> int:
-    path = "$.timestamp"
-    if _ISO_RE.fullmatch(value) is None:
-        if _ZONELESS_RE.fullmatch(value) is not None:
-            raise EventError(
-                "bad_timestamp",
-                path,
-                f"timestamp {quoted(value)} has no zone; add one (Z or +02:00), "
-                "e.g. 2024-05-01T12:00:00Z",
-            )
-        raise EventError(
-            "bad_timestamp",
-            path,
-            f"timestamp {quoted(value)} is not ISO-8601; expected e.g. 2024-05-01T12:00:00Z, "
-            "2024-05-01T14:00:00.250+02:00, or epoch milliseconds",
-        )
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise EventError(
-            "bad_timestamp", path, f"timestamp {quoted(value)} is not a real time: {exc}"
-        ) from None
-    ts = (parsed - _EPOCH) // _ONE_MS
-    if ts < MIN_TIMESTAMP_MS:
-        raise EventError(
-            "bad_timestamp",
-            path,
-            f"timestamp {quoted(value)} is before 1973-03-03T09:46:40Z, the earliest accepted",
-        )
-    return ts
-
-
-def _duration(ms: int) -> str:
-    if ms >= 2 * 86_400_000:
-        return f"{ms // 86_400_000:,} days"
-    seconds, millis = divmod(ms, 1000)
-    return f"{seconds} s" if millis == 0 else f"{seconds}.{millis:03d} s"
-
-
-def _unit_hint(value: Any, now_ms: int, limits: Limits) -> str:
-    if type(value) is not int:
-        return ""
-    for unit, divisor in (("microseconds", 1000), ("nanoseconds", 1_000_000)):
-        if abs(value // divisor - now_ms) <= max(limits.max_future_skew_ms, 86_400_000):
-            return f"; {value} looks like epoch {unit}: send milliseconds"
-    return "; check the producer's clock"

@@ -251,10 +251,6 @@ class RedisProjection:
         error the unapplied operations stay staged (a newer one staged
         meanwhile wins) and the error is logged once per outage.
         """
-        if not self._staged:
-            if marks:
-                await self._write_marks(now, marks, created)
-            return 0
         items = list(self._staged.items())
         self._staged = {}
         applied = 0
@@ -286,10 +282,11 @@ class RedisProjection:
                     self.stale_skipped += 1
         if error is not None:
             self._failed(now, error)
-        else:
+            return applied
+        if items:
             self._answered(now)
-            if marks:
-                await self._write_marks(now, marks, created)
+        if marks:
+            await self._write_marks(now, marks, created)
         return applied
 
     def _failed(self, now: float, error: BaseException) -> None:

@@ -1,5 +1,6 @@
-"""The Faust app: one agent per input topic, a changelog-backed state table,
-the Redis projection flushed by a timer, triggers sent to their topics.
+"""The worker: one agent per input topic, a changelog-backed state table,
+the Redis projection flushed by a timer, triggers sent to their topics (the
+Faust app and its topics are built in :mod:`agents.worker.app`).
 
 The agent only reads, calls the pure core and hands what it decided to the
 committer (:mod:`agents.committer`), which makes it durable in the order of
@@ -17,7 +18,6 @@ import time
 from collections.abc import Awaitable
 from typing import Any, cast
 
-import faust
 import orjson
 
 from agents.environment import identity
@@ -26,15 +26,13 @@ from agents.kafka.deadletters import by_reference, dead_letter_record
 from agents.kafka.model_topic import Model, follow_model
 from agents.redis.projection import RedisProjection
 from agents.settings import Settings
+from agents.worker.app import Topics, new_app
 from agents.worker.committer import Committer, Effects, Send
 from agents.worker.counters import Counters, snapshot
 from agents.worker.deadlines import Deadlines
 from agents.worker.model import model_fields
-from agents.worker.recovery import TableManager
 from agents.worker.reprojection import Reprojector
-from agents.worker.store import BatchStore, store_url
-from agents.worker.transport import broker_urls
-from streams import topics
+from agents.worker.store import BatchStore
 from streams.batch import Batch, Record
 from streams.churn import ChurnModel
 from streams.codec import decode_state, encode_state
@@ -79,78 +77,15 @@ class Pipeline:
         self.engine = Engine(policy, limits=limits)
         if settings.clock == "wall" and settings.profile_refresh_s > 0:
             self.engine.refresh_ms = settings.profile_refresh_s * 1000
-        self.app = faust.App(
-            settings.app_id,
-            # Faust's aiokafka driver, fetching only what Faust keeps (agents/worker/transport.py)
-            broker=broker_urls(settings.kafka_bootstrap),
-            store=store_url(settings.store),
-            datadir=str(settings.data_dir),
-            web_port=settings.web_port,
-            topic_partitions=settings.partitions,
-            topic_allow_declare=True,
-            consumer_auto_offset_reset="earliest",
-            autodiscover=False,
-            producer_acks=-1,
-            # batch the changelog and trigger sends: one request per record costs more
-            # than the work that produced it (py-spy: 22 % of the worker in socket writes)
-            producer_linger=0.005,
-            producer_max_batch_size=256 * 1024,
-            # commit on the interval only (2.8 s): Faust's default also commits every
-            # 10,000 messages from inside the fetch loop, which stalls the fetcher for
-            # a producer flush and a commit round trip (measured: +10 % events/s)
-            broker_commit_every=1_000_000,
-            # room for several full batches between the fetcher and the agent
-            stream_buffer_maxsize=16384,
-            # a rebalance waits until every record taken is committed by the
-            # committer (Faust's default, said explicitly: the guarantee needs it)
-            stream_wait_empty=True,
-            broker_session_timeout=settings.session_timeout_s,
-            broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
-            # Faust's recovery, with the input partitions sought before they resume
-            # (agents/worker/recovery.py: records were lost or stalled otherwise)
-            TableManager=TableManager,
-        )
-        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
-        self.events_topic = self.app.topic(
-            settings.topic(topics.USER_EVENTS),
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-            **raw,
-        )
-        self.dlq_topic = self.app.topic(
-            settings.topic(topics.DEAD_LETTERS), key_serializer="raw", value_serializer="raw", **raw
-        )
-        self.trigger_topics = {
-            name: self.app.topic(
-                settings.topic(name), key_serializer="raw", value_serializer="raw", **raw
-            )
-            for name in topics.TRIGGER_TOPICS
-        }
-        self.state = self.app.Table(
-            "user-state",
-            default=None,
-            partitions=settings.partitions,
-            help="UserState per user id, orjson bytes",
-            **raw,
-        )
+        self.app = new_app(settings)
+        #: the topics and the state table (agents/worker/app.py)
+        self.topics = Topics(self.app, settings)
+        self.state = self.topics.state
         self.projection = RedisProjection.from_url(
             settings.redis_url.reveal(), settings.redis_key_prefix
         )
-        self.derived_topic = self.app.topic(
-            settings.topic(topics.DERIVED),
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-            **raw,
-        )
-        self.dlq_topic_name = self.dlq_topic.get_topic_name()
-        self.derived_topic_name = self.derived_topic.get_topic_name()
-        self.trigger_topic_names = {
-            name: topic.get_topic_name() for name, topic in self.trigger_topics.items()
-        }
-        self.app.agent(self.events_topic, name="user-events")(self.process)
-        self.app.agent(self.derived_topic, name="derived")(self.process_derived)
+        self.app.agent(self.topics.events, name="user-events")(self.process)
+        self.app.agent(self.topics.derived, name="derived")(self.process_derived)
         self.app.timer(PROJECTION_FLUSH_INTERVAL_S, name="redis-projection-flush")(
             self.flush_projection
         )
@@ -166,7 +101,6 @@ class Pipeline:
         #: when a batch last came from each partition (monotonic seconds)
         self._batch_seen: dict[int, float] = {}
         self.app.timer(TIMER_TICK_S, name="deadline-timers")(self.fire_timers)
-        #: makes each batch durable in order, then acknowledges its records
         #: keeps Redis complete after a crash, or after Redis lost its data
         self.reprojector = Reprojector(
             self.projection,
@@ -175,9 +109,10 @@ class Pipeline:
             lambda: self.deadlines.owned,
             environment=orjson.dumps(identity(settings)),
         )
+        #: makes each batch durable in order, then acknowledges its records
         self.committer = Committer(
             self._producer_send,
-            self.state.changelog_topic.get_topic_name(),
+            self.topics.changelog_name,
             self._store,
             on_error=self._on_commit_error,
             on_stored=self.reprojector.stored,
@@ -255,12 +190,12 @@ class Pipeline:
             )  # fmt: skip
         if batch.triggers:
             emitted_at = now_ms()
-            names = self.trigger_topic_names
+            names = self.topics.trigger_names
             for trigger in batch.triggers:
                 value = encode_trigger(trigger, emitted_at_ms=emitted_at)
                 sends.append((names[trigger.topic], trigger.user_id.encode(), value, None))
             counters.triggers += len(batch.triggers)
-        derived = self.derived_topic_name
+        derived = self.topics.derived_name
         for message in batch.derived:
             sends.append((derived, message.key.encode(), encode_derived(message), None))
         writes = effects.writes
@@ -403,13 +338,13 @@ class Pipeline:
 
     async def _on_rebalanced(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """After recovery: rebuild the deadline index of the partitions now owned."""
-        events = self.events_topic.get_topic_name()
+        events = self.topics.events_name
         assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events}
         self.deadlines.rebuild(assigned, self.state.items)
         self.reprojector.assigned(assigned)
 
     async def _send_derived(self, message: DerivedMessage) -> None:
-        await self._send(self.derived_topic_name, message.key.encode(), encode_derived(message))
+        await self._send(self.topics.derived_name, message.key.encode(), encode_derived(message))
 
     def _dead_letter(
         self, topic: str, partition: int, record: Record, error: EventError
@@ -424,7 +359,7 @@ class Pipeline:
         fallback = by_reference(*where)
         self.counters.dead_letters += 1
         logger.info("dead-lettered %s[%d]@%d: %s", topic, partition, record.offset, error)
-        name = self.dlq_topic_name
+        name = self.topics.dead_letters_name
         return (name, *letter), (name, *fallback)
 
     async def flush_projection(self) -> None:

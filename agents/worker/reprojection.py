@@ -130,12 +130,35 @@ class Reprojector:
             ):
                 return  # Redis has, or is about to have, every profile
         started = time.monotonic()
+        counts = await self._compare(store, partition)
+        if counts is None:
+            return  # the partition moved on meanwhile: its new owner compares
+        compared, restaged = counts
+        self.compared += compared
+        self.restaged += restaged
+        if reached is not None:
+            self.stored(partition, reached)
+        else:
+            self.marks.setdefault(partition, -1)
+        self.created.add(partition)
+        logger.info(
+            "Redis: partition %d compared with the state (%s): %d profiles, %d written again, "
+            "in %.2f s",
+            partition,
+            "Redis had lost it" if lost else f"Redis at {projected}, state at {reached}",
+            compared, restaged, time.monotonic() - started,
+        )  # fmt: skip
+
+    async def _compare(self, store: BatchStore, partition: int) -> tuple[int, int] | None:
+        """Every state of ``partition`` compared with its profile, a chunk at
+        a time, and the missing or older ones staged again: (compared,
+        written again), or None when the partition is no longer owned."""
         compared = restaged = 0
         after: bytes | None = None
-        while partition in self.owned():  # else (no longer owned): its new owner compares
+        while partition in self.owned():
             rows = store.items_in(partition, after, CHUNK)
             if not rows:
-                break
+                return compared, restaged
             after = rows[-1][0]
             states: list[tuple[bytes, UserState]] = []
             for key, raw in rows:
@@ -157,19 +180,4 @@ class Reprojector:
                 self.project(*states[i])
                 restaged += 1
             compared += len(states)
-        else:
-            return  # the partition moved on meanwhile: its new owner compares
-        self.compared += compared
-        self.restaged += restaged
-        if reached is not None:
-            self.stored(partition, reached)
-        else:
-            self.marks.setdefault(partition, -1)
-        self.created.add(partition)
-        logger.info(
-            "Redis: partition %d compared with the state (%s): %d profiles, %d written again, "
-            "in %.2f s",
-            partition,
-            "Redis had lost it" if lost else f"Redis at {projected}, state at {reached}",
-            compared, restaged, time.monotonic() - started,
-        )  # fmt: skip
+        return None

@@ -25,6 +25,7 @@ from agents.stack.local import Stack
 from agents.stack.network import free_port, free_ports
 from streams import topics
 from streams.partitioning import partition_of
+from tests.e2e.conftest import Worker, wait_for
 from tests.faults.verifier import Report
 
 FULL = os.environ.get("FAULTS") == "full"
@@ -126,6 +127,23 @@ def settled(settings: Settings) -> bool:
         return False
     time.sleep(SETTLE_S)  # a quiet moment is the condition itself, not an isolation
     return all(committed_everything(settings, name) for name in names)
+
+
+def finish(
+    settings: Settings,
+    producer: SteadyProducer,
+    worker: Worker,
+    what: str = "every record committed",
+    *,
+    produce_s: float = 300,
+) -> None:
+    """A scenario's end: the producer has sent everything (within
+    ``produce_s``), the ``worker`` then :func:`settled` everything (within
+    240 s, else ``what`` names what it did not finish, with its log) and is
+    still alive."""
+    producer.wait(produce_s)
+    wait_for(lambda: settled(settings), 240, worker, what)
+    assert worker.proc.poll() is None, worker.tail()
 
 
 class SteadyProducer:

@@ -27,7 +27,7 @@ from agents.kafka.admin import ensure_topics
 from agents.settings import Settings
 from benchmarks.generator import generate
 from tests.e2e.conftest import Worker, counters, wait_for
-from tests.faults.conftest import SteadyProducer, scale, settled
+from tests.faults.conftest import SteadyProducer, finish, scale
 from tests.faults.verifier import Report, verify
 
 pytestmark = pytest.mark.e2e
@@ -84,13 +84,7 @@ def test_workers_with_skewed_clocks(
             worker.proc.wait(30)
             worker.stop()
         worker = Worker(settings, log)  # the right clock
-        producer.wait(300)
-        wait_for(
-            lambda: settled(settings),
-            240,
-            worker,
-            "every record committed",
-        )
+        finish(settings, producer, worker)
     finally:
         producer.close()
         if worker is not None:

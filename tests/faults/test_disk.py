@@ -23,7 +23,7 @@ from agents.kafka.admin import ensure_topics
 from agents.settings import Settings
 from benchmarks.generator import generate
 from tests.e2e.conftest import Worker, counters, wait_for
-from tests.faults.conftest import SteadyProducer, scale, settled
+from tests.faults.conftest import SteadyProducer, finish, scale
 from tests.faults.verifier import Report, verify
 
 pytestmark = pytest.mark.e2e
@@ -99,14 +99,7 @@ def _scenario(
         assert "Traceback" not in text, worker.tail(80)
         mend_disk()
         worker = Worker(settings, log)  # the same disk, writable again
-        producer.wait(300)
-        wait_for(
-            lambda: settled(settings),
-            240,
-            worker,
-            "every record committed after the restart",
-        )
-        assert worker.proc.poll() is None, worker.tail()
+        finish(settings, producer, worker, "every record committed after the restart")
     finally:
         producer.close()
         assert worker.stop() == 0, worker.tail()
@@ -156,13 +149,7 @@ def test_a_read_only_data_dir(
         assert "Traceback" not in text, text
         remount(small_disk, "rw")
         worker = Worker(settings, log)
-        producer.wait(300)
-        wait_for(
-            lambda: settled(settings),
-            240,
-            worker,
-            "every record committed after the restart",
-        )
+        finish(settings, producer, worker, "every record committed after the restart")
     finally:
         producer.close()
         assert worker.stop() == 0, worker.tail()

@@ -22,7 +22,7 @@ from agents.settings import Settings
 from agents.stack.local import Stack
 from benchmarks.generator import generate
 from tests.e2e.conftest import Worker, counters, wait_for
-from tests.faults.conftest import SteadyProducer, scale, settled
+from tests.faults.conftest import SteadyProducer, finish, scale, settled
 from tests.faults.verifier import Report, verify
 
 pytestmark = pytest.mark.e2e
@@ -45,14 +45,7 @@ def _run(settings: Settings, tmp_path: Path, outage: Callable[[], None]) -> Work
     try:
         wait_for(lambda: counters(settings).get("events", 0) > 0, 90, worker, "first events")
         outage()
-        producer.wait(300)
-        wait_for(
-            lambda: settled(settings),
-            240,
-            worker,
-            "every record committed",
-        )
-        assert worker.proc.poll() is None, worker.tail()
+        finish(settings, producer, worker)
     finally:
         producer.close()
     return worker

@@ -23,7 +23,7 @@ from agents.settings import Settings
 from agents.stack.network import free_port
 from benchmarks.generator import generate
 from tests.e2e.conftest import Worker, counters, wait_for
-from tests.faults.conftest import SteadyProducer, scale, settled
+from tests.faults.conftest import SteadyProducer, finish, scale
 from tests.faults.verifier import Report, verify
 
 pytestmark = pytest.mark.e2e
@@ -76,14 +76,7 @@ def test_workers_added_and_removed_under_load(
         wait_for(lambda: counters(c_settings).get("events", 0) > 0, 120, c, "c's first events")
         b.proc.send_signal(signal.SIGKILL)  # leaves it by crashing
         b.proc.wait(30)
-        producer.wait(300)
-        wait_for(
-            lambda: settled(settings),
-            240,
-            c,
-            "every record committed by the last worker",
-        )
-        assert c.proc.poll() is None, c.tail()
+        finish(settings, producer, c, "every record committed by the last worker")
     finally:
         producer.close()
         for worker in workers:

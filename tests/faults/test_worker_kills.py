@@ -30,7 +30,7 @@ from benchmarks.generator import generate
 from streams import topics
 from streams.userstate import DEDUP_WINDOW
 from tests.e2e.conftest import Worker, counters, wait_for
-from tests.faults.conftest import SteadyProducer, probes, scale, settled
+from tests.faults.conftest import SteadyProducer, finish, probes, scale
 from tests.faults.verifier import Report, verify
 
 pytestmark = pytest.mark.e2e
@@ -75,14 +75,7 @@ def test_kills_lose_nothing_and_apply_nothing_twice(
             worker.stop()
             kills += 1
             worker = Worker(settings, log)
-        producer.wait(120)
-        wait_for(
-            lambda: settled(settings),
-            240,
-            worker,
-            "every record committed",
-        )
-        assert worker.proc.poll() is None, worker.tail()
+        finish(settings, producer, worker, produce_s=120)
     finally:
         worker.stop()
         producer.close()
