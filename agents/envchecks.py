@@ -99,6 +99,21 @@ def bootstrap(name: str, raw: str) -> str:
     return raw
 
 
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+
+
+def host(name: str, raw: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 address or a host name."""
+    value = raw.strip()
+    if not value or not set(value) <= _HOST_CHARS:
+        raise ConfigError(
+            name,
+            f"{raw!r} is not an address",
+            "set it like 0.0.0.0 (every interface), 127.0.0.1 (this host only) or ::",
+        )
+    return value
+
+
 def redis_url(name: str, raw: str) -> Secret:
     if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(

@@ -91,7 +91,23 @@ class Settings:
         derived_from="USERPULSE_TOPIC_PREFIX",
     )
     web_port: int = setting(
-        "USERPULSE_WEB_PORT", "6066", "port of the worker's HTTP endpoint (Faust web)", checks.PORT
+        "USERPULSE_WEB_PORT",
+        "6066",
+        "port of the worker's HTTP endpoint: health, counters (one per worker on a host)",
+        checks.PORT,
+    )
+    web_bind: str = setting(
+        "USERPULSE_WEB_BIND",
+        "0.0.0.0",
+        "address the HTTP endpoint listens on (127.0.0.1: this host only)",
+        checks.host,
+    )
+    unreachable_s: int = setting(
+        "USERPULSE_UNREACHABLE_S",
+        "30",
+        "readiness: a worker whose Kafka or Redis has not answered for this many seconds "
+        "reports not ready (GET /health/ready)",
+        checks.whole(1, 3600),
     )
     partitions: int = setting(
         "USERPULSE_PARTITIONS",
@@ -162,6 +178,13 @@ class Settings:
         "longest a worker waits for a batch to fill, in ms (the latency batching adds)",
         checks.whole(1, 10_000),
     )
+    standby_replicas: int = setting(
+        "USERPULSE_STANDBY_REPLICAS",
+        "1",
+        "standby copies of each table partition kept warm on other workers (0 = none): a "
+        "worker taking over a partition with a standby recovers only the changelog's tail",
+        checks.whole(0, 10),
+    )
     session_timeout_s: int = setting(
         "USERPULSE_SESSION_TIMEOUT_S",
         "30",
@@ -195,7 +218,7 @@ class Settings:
                 "is not a userpulse setting",
                 "remove it or use one of: " + ", ".join(known),
             )
-        return cls(**read_fields(cls, env))
+        return cls(**read_fields(cls, with_stack_endpoints(env)))
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that rebuild these settings (for child processes)."""
@@ -208,6 +231,26 @@ class Settings:
     def topic(self, name: str) -> str:
         """The real name of contract topic ``name`` under this deployment's prefix."""
         return f"{self.topic_prefix}{name}"
+
+
+#: a worker setting left unset → the local stack's port setting it follows
+STACK_ENDPOINTS = {
+    "USERPULSE_KAFKA_BOOTSTRAP": ("USERPULSE_STACK_KAFKA_PORT", "127.0.0.1:{port}"),
+    "USERPULSE_REDIS_URL": ("USERPULSE_STACK_REDIS_PORT", "redis://127.0.0.1:{port}/0"),
+}
+
+
+def with_stack_endpoints(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with Kafka and Redis at the local stack's ports when only those
+    are set: a command run with the same ``USERPULSE_STACK_*_PORT`` as
+    ``userpulse stack up`` finds that stack without the exports it printed.
+    An explicit ``USERPULSE_KAFKA_BOOTSTRAP`` / ``USERPULSE_REDIS_URL`` wins."""
+    derived = {
+        name: template.format(port=env[port].strip())
+        for name, (port, template) in STACK_ENDPOINTS.items()
+        if name not in env and port in env and env[port].strip()
+    }
+    return {**env, **derived} if derived else env
 
 
 def load_policy_file(path: str | Path | None, *, key: str, unset: str) -> Policy:
@@ -299,5 +342,9 @@ def describe(environ: Mapping[str, str] | None = None) -> list[tuple[str, str, s
         for name, spec in declarations(type(built)):
             value = getattr(built, name)
             text = redact_url(value.reveal()) if isinstance(value, Secret) else env_text(value)
-            rows.append((spec.env, text, origin(spec, env), spec.doc))
+            source = origin(spec, env)
+            port = STACK_ENDPOINTS.get(spec.env, ("", ""))[0]
+            if spec.env not in env and port in env:
+                source = f"derived from {port}"
+            rows.append((spec.env, text, source, spec.doc))
     return rows

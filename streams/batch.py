@@ -61,6 +61,8 @@ class Batch:
     malformed: list[Malformed] = field(default_factory=list)
     #: valid events of ``user-events`` (forwarded events count where they land)
     events: int = 0
+    #: those events by type
+    types: dict[str, int] = field(default_factory=dict)
     #: the earliest of their event times
     earliest_ms: int | None = None
     #: events that changed nothing (an event id the user had already seen)

@@ -116,6 +116,8 @@ class Engine(Steps):
                     out.redelivered_keys.append(key)
                     continue
                 out.events += 1
+                types = out.types
+                types[event.type] = types.get(event.type, 0) + 1
                 if out.earliest_ms is None or ts < out.earliest_ms:
                     out.earliest_ms = ts
                 if not self._fold_in_place(w, event, out):

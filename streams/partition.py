@@ -26,6 +26,11 @@ class TimerIndex:
     def __len__(self) -> int:
         return len(self._deadline)
 
+    def count_due(self, until_ms: int) -> int:
+        """How many deadlines are at or before ``until_ms`` (a scan: for
+        metrics when scraped, never for deciding)."""
+        return sum(1 for deadline in self._deadline.values() if deadline <= until_ms)
+
     def set(self, key: bytes, deadline: int | None) -> None:
         """Set (or clear, with None) ``key``'s deadline."""
         if deadline is None:

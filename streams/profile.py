@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams import lifecycle
 from streams.userstate import STAGE_ERASED, AnyState, UserState
 
 #: Redis membership indexes: dimension → the state field it indexes
 INDEX_DIMENSIONS = ("stage", "health", "segment", "tier")
+
+
+def index_values(dimension: str) -> dict[str, str]:
+    """What a user may name a value of ``dimension`` by → the value the index
+    holds: each value itself, and for ``segment`` its label too (the RFM
+    segments' Chinese names). An unknown dimension has none."""
+    if dimension == "segment":
+        return {
+            **{sid: sid for sid, _label in lifecycle.SEGMENTS.values()},
+            **{label: sid for sid, label in lifecycle.SEGMENTS.values()},
+        }
+    known = {"stage": lifecycle.STAGES, "health": lifecycle.HEALTHS, "tier": lifecycle.TIERS}
+    return {value: value for value in known.get(dimension, ())}
 
 
 def mirrored(state: AnyState) -> bool:

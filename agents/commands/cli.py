@@ -7,7 +7,6 @@ end with one line that says what is wrong and what to do, and a non-zero exit.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 import orjson
@@ -88,13 +87,14 @@ def worker(web_port: int | None) -> None:
     if web_port is not None:
         settings = dataclasses.replace(settings, web_port=web_port)
     settings.load_policy()  # a bad policy file stops the worker before it joins the group
+    from agents.worker.process import check_web_port, run_worker
+
+    check_web_port(settings)  # a second worker on a host: the fix, before anything starts
     # another environment's group, data dir or Redis keys: stop before touching anything
     claim_environment(settings)
     created = ensure_topics(settings)
     if created:
         click.echo(f"created topics: {', '.join(created)}", err=True)
-    from agents.worker.process import run_worker
-
     run_worker(settings)
 
 
@@ -126,13 +126,18 @@ def demo(users: int, timeout: float) -> None:
 @click.argument("topic")
 @click.option("--follow", "-f", is_flag=True, help="Keep waiting for new records.")
 @click.option("--from-end", is_flag=True, help="Start at the end instead of the beginning.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per record instead.")
 @friendly_errors
-def tail(topic: str, follow: bool, from_end: bool) -> None:
-    """Pretty-print TOPIC (a contract name like triggers.lifecycle; the prefix is added)."""
+def tail(topic: str, follow: bool, from_end: bool, as_json: bool) -> None:
+    """Print TOPIC's records, one line each (a contract name like
+    triggers.lifecycle; the prefix is added): triggers, dead letters and
+    events in words with ISO-8601 UTC times; --json for the records as they are."""
+    from agents.commands import tail as lines
     from agents.kafka.reader import iter_records
 
     settings = Settings.from_env()
     name = topic if topic.startswith(settings.topic_prefix) else settings.topic(topic)
+    show = lines.as_json if as_json else lines.line
     for record in iter_records(
         settings.kafka_bootstrap,
         [name],
@@ -140,15 +145,7 @@ def tail(topic: str, follow: bool, from_end: bool) -> None:
         timeout_s=None if follow else 60.0,
         idle_timeout_s=None if follow else 2.0,
     ):
-        headers = {k: v.decode(errors="replace") for k, v in record.headers.items()}
-        try:
-            body: Any = record.json()
-        except orjson.JSONDecodeError:
-            body = (record.value or b"").decode(errors="replace")
-        line = {"partition": record.partition, "offset": record.offset, "value": body}
-        if headers:
-            line["headers"] = headers
-        click.echo(orjson.dumps(line, option=orjson.OPT_INDENT_2).decode())
+        click.echo(show(record))
 
 
 @main.command()

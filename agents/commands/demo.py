@@ -23,7 +23,7 @@ from agents.errors import UserpulseError
 from agents.kafka.admin import ensure_topics
 from agents.kafka.deadletters import DLQ_HEADERS
 from agents.kafka.producer import EventProducer, new_event
-from agents.kafka.reader import Record, collect
+from agents.kafka.reader import Record, collect, end_offsets
 from agents.redis.profiles import ProfileReader
 from agents.settings import Settings, StackSettings
 from agents.stack.local import Stack
@@ -119,6 +119,11 @@ def run_demo(*, users: int, timeout_s: float) -> None:
         _say(f"a demo worker is already running (pid {pid})")
 
     run = uuid.uuid4().hex[:6]
+    # read only what comes from now on: earlier runs and traffic may have left
+    # far more on these topics than can be read in the time the demo waits
+    trigger_topics = [settings.topic(t) for t in topics.TRIGGER_TOPICS]
+    dlq = [settings.topic(topics.DEAD_LETTERS)]
+    since = end_offsets(settings.kafka_bootstrap, trigger_topics + dlq)
     events = sample_journeys(run, users, time.time_ns() // 1_000_000)
     with EventProducer(settings) as producer:
         for doc in events:
@@ -153,9 +158,10 @@ def run_demo(*, users: int, timeout_s: float) -> None:
     triggers = mine(
         collect(
             settings.kafka_bootstrap,
-            [settings.topic(t) for t in topics.TRIGGER_TOPICS],
+            trigger_topics,
             complete,
             timeout_s=max(1.0, deadline - time.monotonic()),
+            start=since,
         )
     )
     if not _worker_alive(stack):
@@ -163,9 +169,10 @@ def run_demo(*, users: int, timeout_s: float) -> None:
     dead = mine(
         collect(
             settings.kafka_bootstrap,
-            [settings.topic(topics.DEAD_LETTERS)],
+            dlq,
             lambda rs: len(mine(rs)) >= 1,
             timeout_s=max(1.0, deadline - time.monotonic()),
+            start=since,
         )
     )
     profiles = _wait_profiles(settings, events, deadline)

@@ -7,6 +7,7 @@ not import it (the CLI imports this module).
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
 
 import click
@@ -19,6 +20,7 @@ from agents.envvars import redact_url
 from agents.redis.profiles import ProfileReader
 from agents.settings import Settings
 from streams.errors import UserpulseError
+from streams.profile import INDEX_DIMENSIONS, index_values
 
 
 def _width(text: str) -> int:
@@ -63,13 +65,20 @@ def segments_command(list_: tuple[str, str] | None, limit: int | None, as_json: 
     """Users per stage, health, segment and tier (from Redis); or --list the members of one.
 
     \b
+    DIMENSION is stage, health, segment or tier; VALUE one of the values
+    `userpulse segments` prints (a segment also by its label, e.g. 重要价值客户).
+
+    \b
     Examples:
       userpulse segments
-      userpulse segments --list segment 重要价值客户 --limit 20
+      userpulse segments --list segment important_value --limit 20
+      userpulse segments --list segment 重要价值客户
       userpulse segments --json
     """
     if limit is not None and list_ is None:
         raise click.UsageError("--limit only applies with --list DIMENSION VALUE")
+    if list_ is not None:
+        list_ = (list_[0], _indexed(*list_))
     url = ""
     try:
         settings = Settings.from_env()
@@ -93,6 +102,25 @@ def segments_command(list_: tuple[str, str] | None, limit: int | None, as_json: 
             f"cannot read Redis at {redact_url(url)} ({exc}); "
             "start it with `userpulse stack up` or set USERPULSE_REDIS_URL"
         )
+
+
+def _indexed(dimension: str, value: str) -> str:
+    """The index value ``value`` names, or a usage error that lists the choices."""
+    if dimension not in INDEX_DIMENSIONS:
+        raise click.BadParameter(
+            f"unknown dimension {dimension!r}: use one of {', '.join(INDEX_DIMENSIONS)}",
+            param_hint="--list DIMENSION",
+        )
+    choices = index_values(dimension)
+    if value in choices:
+        return choices[value]
+    guess = difflib.get_close_matches(value, list(choices), n=1)
+    hint = f"did you mean {guess[0]!r}? " if guess else ""
+    values = ", ".join(dict.fromkeys(choices.values()))
+    raise click.BadParameter(
+        f"no {dimension} is called {value!r}: {hint}the {dimension}s are {values}",
+        param_hint="--list VALUE",
+    )
 
 
 def _show_counts(reader: ProfileReader, as_json: bool) -> None:

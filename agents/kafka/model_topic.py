@@ -133,6 +133,7 @@ async def follow_model(
     from aiokafka import TopicPartition as AioTP
 
     topic = settings.topic(MODEL_TOPIC)
+    failing = False  # one warning per outage, not one every 5 s
     while not stop.is_set():
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap.split(","),
@@ -148,6 +149,9 @@ async def follow_model(
             tp = AioTP(topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
+            if failing:
+                logger.info("model feed: reading the model topic again")
+                failing = False
             while not stop.is_set():
                 batches: dict[Any, Any] = await consumer.getmany(timeout_ms=1000)
                 for records in batches.values():
@@ -160,8 +164,10 @@ async def follow_model(
                             )
         except TimeoutError:
             continue
-        except Exception:  # a broker hiccup must not end the feed: retry
-            logger.exception("model feed: retrying in 5 s")
+        except Exception as exc:  # a broker hiccup must not end the feed: retry
+            if not failing:
+                logger.warning("model feed: %s: %s; retrying every 5 s", type(exc).__name__, exc)
+            failing = True
             await asyncio.sleep(5)
         finally:
             await consumer.stop()

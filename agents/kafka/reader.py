@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +34,11 @@ def iter_records(
     from_beginning: bool = True,
     timeout_s: float | None = 30.0,
     idle_timeout_s: float | None = None,
+    start: Mapping[tuple[str, int], int] | None = None,
 ) -> Iterator[Record]:
-    """Yield records of ``topic_names`` (all partitions, no consumer group).
+    """Yield records of ``topic_names`` (all partitions, no consumer group),
+    from the beginning (or the end), or from the offsets in ``start``
+    ((topic, partition) → offset; a partition not in it from the beginning).
 
     Stops after ``timeout_s`` in all, or after ``idle_timeout_s`` without a
     new record; ``None`` waits forever (``--follow``).
@@ -51,7 +54,10 @@ def iter_records(
                 )
             parts += [TopicPartition(name, p) for p in sorted(ids)]
         consumer.assign(parts)
-        if from_beginning:
+        if start is not None:
+            for tp in parts:
+                consumer.seek(tp, start.get((tp.topic, tp.partition), 0))
+        elif from_beginning:
             consumer.seek_to_beginning(*parts)
         else:
             consumer.seek_to_end(*parts)
@@ -84,16 +90,35 @@ def collect(
     until: Callable[[list[Record]], bool],
     *,
     timeout_s: float = 30.0,
+    start: Mapping[tuple[str, int], int] | None = None,
 ) -> list[Record]:
-    """Read from the beginning until ``until(records)`` holds or the time is up."""
+    """Read from the beginning (or ``start``, as :func:`iter_records`) until
+    ``until(records)`` holds or the time is up."""
     records: list[Record] = []
     if until(records):
         return records
-    for record in iter_records(bootstrap, topic_names, timeout_s=timeout_s):
+    for record in iter_records(bootstrap, topic_names, timeout_s=timeout_s, start=start):
         records.append(record)
         if until(records):
             break
     return records
+
+
+def end_offsets(bootstrap: str, topic_names: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) → the offset the next record will get, for every
+    partition of ``topic_names`` that exists: where to read only what comes
+    from now on (:func:`collect`'s ``start``)."""
+    consumer = group_free_consumer(bootstrap, "userpulse-reader")
+    try:
+        parts = [
+            TopicPartition(name, p)
+            for name in topic_names
+            for p in sorted(partitions_of(consumer, name) or ())
+        ]
+        ends = consumer.end_offsets(parts) if parts else {}
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+    finally:
+        consumer.close()
 
 
 def partitions_of(consumer: KafkaConsumer, name: str, wait_s: float = 10.0) -> set[int] | None:

@@ -168,6 +168,8 @@ class RedisProjection:
         self.erased = 0
         #: Operations Redis refused because a newer version was already there.
         self.stale_skipped = 0
+        #: flushes (or their parts) Redis did not apply, kept and retried
+        self.failures = 0
 
     @classmethod
     def from_url(cls, url: str, key_prefix: str, *, max_batch: int = 2000) -> RedisProjection:
@@ -290,6 +292,7 @@ class RedisProjection:
         return applied
 
     def _failed(self, now: float, error: BaseException) -> None:
+        self.failures += 1
         if self._down_since is None:
             self._down_since = now
             logger.warning(
@@ -382,6 +385,10 @@ class RedisProjection:
         """Set the prefix's environment marker unless it is there (``SET NX``;
         agents/environment.py sets it at start): after Redis lost its data."""
         await self._client.set(environment_key(self._prefix), marker, nx=True)
+
+    async def ping(self) -> None:
+        """Ask Redis for an answer (the worker's readiness probe)."""
+        await self._client.ping()
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -84,8 +84,14 @@ class Stack:
         started = time.monotonic()
         for sub in ("pids", "logs", "kafka", "redis"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        redis_ran = self.live_pid("redis") is not None
         self._ensure_redis()
-        self._ensure_kafka()
+        try:
+            self._ensure_kafka()
+        except BaseException:
+            if not redis_ran:  # a failed start leaves nothing of its own running
+                self._stop("redis")
+            raise
         self.progress(
             f"ready in {time.monotonic() - started:.1f} s — "
             f"Kafka {self.endpoints.kafka_bootstrap}, Redis {self.endpoints.redis_url} "
@@ -128,7 +134,19 @@ class Stack:
                 self.endpoints.redis_url,
                 self._log_file("redis"),
             ),
+            *self._workers(),
         ]
+
+    def _workers(self) -> list[ServiceStatus]:
+        """The processes started on top of the stack (the demo worker) that run."""
+        pid_dir = self.dir / "pids"
+        names = sorted(p.stem for p in pid_dir.glob("*.pid")) if pid_dir.is_dir() else []
+        found = []
+        for name in names:
+            pid = self.live_pid(name) if name not in ("kafka", "redis") else None
+            if pid is not None:
+                found.append(ServiceStatus(name, pid, True, True, "worker", self._log_file(name)))
+        return found
 
     def register(self, name: str, pid: int, marker: str) -> None:
         """Record a process started on top of the stack (a demo worker) so that

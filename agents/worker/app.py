@@ -33,6 +33,7 @@ def new_app(settings: Settings) -> faust.App:
         store=store_url(settings.store),
         datadir=str(settings.data_dir),
         web_port=settings.web_port,
+        web_bind=settings.web_bind,
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
@@ -51,6 +52,8 @@ def new_app(settings: Settings) -> faust.App:
         # a rebalance waits until every record taken is committed by the
         # committer (Faust's default, said explicitly: the guarantee needs it)
         stream_wait_empty=True,
+        # warm copies of the tables on other workers (Faust's default is 1)
+        table_standby_replicas=settings.standby_replicas,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
         # Faust's recovery, with the input partitions sought before they resume

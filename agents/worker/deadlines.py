@@ -81,6 +81,17 @@ class Deadlines:
     def pending(self) -> int:
         return sum(len(part.timers) for part in self.parts.values())
 
+    def overdue(self, wall_ms: int) -> int:
+        """Deadlines of owned partitions that are due now (on the partition's
+        clock) and not decided yet."""
+        due = 0
+        for number in self.owned:
+            part = self.parts.get(number)
+            until = part.idle_until(wall_ms) if part is not None else None
+            if part is not None and until is not None:
+                due += part.timers.count_due(until)
+        return due
+
     def advance(self, partition: int, timestamp_ms: int) -> None:
         """An event of ``timestamp_ms`` was seen on ``partition``."""
         self.part(partition).observe(timestamp_ms)

@@ -26,12 +26,16 @@ from agents.kafka.deadletters import by_reference, dead_letter_record
 from agents.kafka.model_topic import Model, follow_model
 from agents.redis.projection import RedisProjection
 from agents.settings import Settings
+from agents.worker import metrics
 from agents.worker.app import Topics, new_app
 from agents.worker.committer import Committer, Effects, Send
 from agents.worker.counters import Counters, snapshot
 from agents.worker.deadlines import Deadlines
+from agents.worker.health import Health
+from agents.worker.metrics import Metrics
 from agents.worker.model import model_fields
 from agents.worker.reprojection import Reprojector
+from agents.worker.status import membership, sample
 from agents.worker.store import BatchStore
 from streams.batch import Batch, Record
 from streams.churn import ChurnModel
@@ -90,6 +94,21 @@ class Pipeline:
             self.flush_projection
         )
         self.app.page("/counters/")(self._counters_view())
+        #: the tables of a first assignment were recovered
+        self.recovered = False
+        #: (topic, partition) → the offset after the last record processed
+        self.read_to: dict[tuple[str, int], int] = {}
+        #: GET /metrics (agents/worker/metrics.py)
+        self.metrics = Metrics()
+        metrics.install(self.app, self.metrics, lambda: sample(self))
+        #: GET /health/live and /health/ready (agents/worker/health.py)
+        self.health = Health(
+            self.app,
+            settings.kafka_bootstrap,
+            self.projection.ping,
+            lambda: membership(self),
+            settings.unreachable_s,
+        )
         self.app.on_before_shutdown.connect(self._on_shutdown)
         lateness = settings.stream_lateness_s
         self.deadlines = Deadlines(
@@ -178,7 +197,12 @@ class Pipeline:
         counters.redelivered += batch.redelivered
         effects = Effects(number, inputs=records)
         sends = effects.sends
-        topic = records[0].message.topic
+        first = records[0].message
+        topic = first.topic
+        self.read_to[(topic, number)] = records[-1].message.offset + 1
+        emitted_at = now_ms()
+        # the first record (by offset) is the one the batch waited for longest
+        self.metrics.batch(topic, len(records), batch, int(first.timestamp * 1000), emitted_at)
         for letter in batch.dead_letters:
             effects.dead_letters.append(
                 self._dead_letter(topic, number, letter.record, letter.error)
@@ -189,7 +213,6 @@ class Pipeline:
                 topic, number, bad.record.offset, bad.error,
             )  # fmt: skip
         if batch.triggers:
-            emitted_at = now_ms()
             names = self.topics.trigger_names
             for trigger in batch.triggers:
                 value = encode_trigger(trigger, emitted_at_ms=emitted_at)
@@ -342,6 +365,7 @@ class Pipeline:
         assigned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events}
         self.deadlines.rebuild(assigned, self.state.items)
         self.reprojector.assigned(assigned)
+        self.recovered = True
 
     async def _send_derived(self, message: DerivedMessage) -> None:
         await self._send(self.topics.derived_name, message.key.encode(), encode_derived(message))
@@ -371,6 +395,7 @@ class Pipeline:
         await self.committer.stop()
         await self.reprojector.flush(time.monotonic())
         await self.projection.close()
+        await self.health.close()
 
     def _counters_view(self) -> Any:
         # Faust calls a page handler as handler(view, request): a plain function.

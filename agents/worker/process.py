@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 
 import faust
 
@@ -10,8 +12,35 @@ from agents.envvars import redact_url
 from agents.settings import Settings
 from agents.worker import logfilter
 from agents.worker.pipeline import Pipeline
+from streams.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+
+def check_web_port(settings: Settings) -> None:
+    """Stop before starting when the worker's HTTP port is taken — most
+    likely by another worker on this host — with the fix, not a traceback."""
+    address = (settings.web_bind, settings.web_port)
+    family = socket.AF_INET6 if ":" in settings.web_bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            problem = (
+                f"port {settings.web_port} on {settings.web_bind} is in use "
+                "(another worker on this host?)"
+                if taken
+                else f"cannot listen on {settings.web_bind}:{settings.web_port} ({exc.strerror})"
+            )
+            raise ConfigError(
+                "USERPULSE_WEB_PORT",
+                problem,
+                f"start this worker with --web-port {settings.web_port + 1} (or set "
+                "USERPULSE_WEB_PORT, and USERPULSE_WEB_BIND for the address): every worker "
+                "on a host needs a port of its own",
+            ) from None
 
 
 def run_worker(settings: Settings) -> None:

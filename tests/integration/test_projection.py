@@ -340,7 +340,7 @@ def test_segments_command_prints_counts_and_members(
         for i in range(7):
             p.stage(f"u{i}", 1, {}, idx("activated" if i < 4 else "monetized", tier="mid"))
         p.stage(
-            "u7", 1, {}, idx("monetized", health="at_risk", segment="重要价值客户", tier="high")
+            "u7", 1, {}, idx("monetized", health="at_risk", segment="important_value", tier="high")
         )
 
     project(settings, build)
@@ -356,7 +356,7 @@ def test_segments_command_prints_counts_and_members(
         ["stage", "monetized", "4"],
         ["health", "active", "7"],
         ["health", "at_risk", "1"],
-        ["segment", "重要价值客户", "1"],
+        ["segment", "important_value", "1"],
         ["tier", "high", "1"],
         ["tier", "mid", "7"],
     ]
@@ -366,7 +366,7 @@ def test_segments_command_prints_counts_and_members(
     assert orjson.loads(result.output) == {
         "stage": {"activated": 4, "monetized": 4},
         "health": {"active": 7, "at_risk": 1},
-        "segment": {"重要价值客户": 1},
+        "segment": {"important_value": 1},
         "tier": {"high": 1, "mid": 7},
     }
 
@@ -379,6 +379,31 @@ def test_segments_command_prints_counts_and_members(
     )
     doc = orjson.loads(result.output)
     assert doc["total"] == 4 and len(doc["members"]) == 2
+
+    # a segment by the value it prints, and by its label (the help's example)
+    for name in ("important_value", "重要价值客户"):
+        result = runner.invoke(segments_command, ["--list", "segment", name], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.output.split() == ["u7"]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--list", "colour", "red"], "unknown dimension 'colour': use one of stage, health"),
+        (
+            ["--list", "stage", "activatd"],
+            "no stage is called 'activatd': did you mean 'activated'?",
+        ),
+        (["--list", "segment", "vip"], "the segments are important_value, important_development"),
+    ],
+)
+def test_segments_command_rejects_what_no_index_holds(
+    settings: Settings, args: list[str], said: str
+) -> None:
+    result = CliRunner().invoke(segments_command, args, env=settings.to_env())
+    assert result.exit_code == 2
+    assert said in result.output, result.output
 
 
 def test_segments_command_says_how_to_start_redis_when_it_is_down(settings: Settings) -> None:

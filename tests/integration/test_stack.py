@@ -50,6 +50,30 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None:
     assert not any(s.running for s in stack.status())
 
 
+def test_a_failed_up_leaves_nothing_it_started_running(tmp_path: Path) -> None:
+    import socket
+
+    from agents.errors import StackError
+
+    ports = dict(zip(("kafka_port", "controller_port", "redis_port"), free_ports(3), strict=True))
+    stack = Stack(
+        StackSettings(stack_dir=tmp_path, cache_dir=StackSettings.from_env({}).cache_dir, **ports),
+        progress=lambda _message: None,
+    )
+    with socket.socket() as taken:  # Kafka's port held by another process
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", ports["kafka_port"]))
+        taken.listen()
+        try:
+            with pytest.raises(StackError, match="USERPULSE_STACK_KAFKA_PORT"):
+                stack.up()
+            # the Redis this attempt started was stopped with the failure
+            assert not any(s.running for s in stack.status())
+            assert port_free(ports["redis_port"])
+        finally:
+            stack.down()
+
+
 def _exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)

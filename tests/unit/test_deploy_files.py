@@ -236,7 +236,8 @@ def test_dockerfile_runs_userpulse_worker_as_non_root() -> None:
 def test_dockerfile_healthcheck_asks_the_web_port_without_curl() -> None:
     (check,) = instruction_args("HEALTHCHECK")
     assert "curl" not in check
-    assert "urllib" in check and "127.0.0.1" in check and "/counters/" in check
+    # healthy = ready (docs/operations.md): partitions, tables, Kafka and Redis
+    assert "urllib" in check and "127.0.0.1" in check and "/health/ready" in check
     assert "'6066'" in check  # the default of USERPULSE_WEB_PORT
 
 
@@ -276,9 +277,14 @@ def test_k8s_statefulset_probes_hit_the_web_port() -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     web_port = Settings.from_env(configmap_env()).web_port
     assert ports["web"] == web_port == 6066
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    paths = {
+        "startupProbe": "/health/live",
+        "readinessProbe": "/health/ready",
+        "livenessProbe": "/health/live",  # a worker waiting for Kafka must not be killed
+    }
+    for probe, path in paths.items():
         http = container[probe]["httpGet"]
-        assert http["path"] == "/counters/", probe
+        assert http["path"] == path, probe
         port = ports.get(http["port"], http["port"])
         assert port == web_port, probe
 
@@ -355,3 +361,35 @@ def test_demo_producer_count_must_be_positive() -> None:
     with pytest.raises(SystemExit) as exit_info:
         demo.main(["0"])
     assert exit_info.value.code == 2
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_a_worker_serves() -> None:
+    import re
+
+    from agents.worker.metrics import FAMILIES
+
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/userpulse.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    used = {name for e in exprs for name in re.findall(r"userpulse_[a-z_]+", e)}
+    suffixes = ("_total", "_bucket", "_sum", "_count")
+    families = {next((n[: -len(s)] for s in suffixes if n.endswith(s)), n) for n in used}
+    unknown = {f for f in families if f not in FAMILIES}
+    assert not unknown, unknown
+    assert set(FAMILIES) - families <= {"userpulse_redelivered_records"}  # each on a panel
+
+
+def test_compose_monitoring_scrapes_every_worker_and_provisions_the_dashboard() -> None:
+    defined = services()
+    for name in ("prometheus", "grafana"):
+        assert defined[name]["profiles"] == ["monitoring"]
+        for volume in defined[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), volume
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    [sd] = job["dns_sd_configs"]
+    web_port = Settings.from_env(userpulse_env(defined["worker"]["environment"])).web_port
+    assert sd["names"] == ["worker"] and sd["port"] == web_port == 6066

@@ -209,3 +209,33 @@ def test_names_kafka_would_refuse_are_refused_at_once(key: str, value: str) -> N
         Settings.from_env({key: value})
     assert info.value.key == key
     assert "letters, digits" in info.value.fix
+
+
+def test_the_stack_ports_alone_point_the_worker_settings_at_that_stack() -> None:
+    from agents.settings import describe
+
+    env = {"USERPULSE_STACK_KAFKA_PORT": "19092", "USERPULSE_STACK_REDIS_PORT": "16379"}
+    settings = Settings.from_env(env)
+    assert settings.kafka_bootstrap == "127.0.0.1:19092"
+    assert settings.redis_url.reveal() == "redis://127.0.0.1:16379/0"
+    rows = {name: (value, source) for name, value, source, _ in describe(env)}
+    assert rows["USERPULSE_KAFKA_BOOTSTRAP"] == (
+        "127.0.0.1:19092",
+        "derived from USERPULSE_STACK_KAFKA_PORT",
+    )
+    assert rows["USERPULSE_REDIS_URL"][1] == "derived from USERPULSE_STACK_REDIS_PORT"
+    # an explicit value wins, and without the stack's ports the defaults stay
+    explicit = Settings.from_env({**env, "USERPULSE_KAFKA_BOOTSTRAP": "kafka:9092"})
+    assert explicit.kafka_bootstrap == "kafka:9092"
+    assert Settings.from_env({}).kafka_bootstrap == "127.0.0.1:9092"
+
+
+def test_standby_replicas_reach_the_faust_app(tmp_path: Path) -> None:
+    from agents.worker.app import new_app
+
+    settings = Settings.from_env(
+        {"USERPULSE_STANDBY_REPLICAS": "0", "USERPULSE_DATA_DIR": str(tmp_path)}
+    )
+    assert new_app(settings).conf.table_standby_replicas == 0  # builds the app; connects nothing
+    default = Settings.from_env({"USERPULSE_DATA_DIR": str(tmp_path)})
+    assert new_app(default).conf.table_standby_replicas == 1
