@@ -99,14 +99,33 @@ def worker(web_port: int | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--check", is_flag=True, help="Create nothing; exit 1 when a topic differs from the plan."
+)
 @friendly_errors
-def topics() -> None:
-    """Create the contract topics that are missing (workers do this too)."""
-    from agents.kafka.admin import ensure_topics
+def topics(check: bool) -> None:
+    """Create the contract topics that are missing (workers do this too), then
+    describe every topic of the environment — partitions, cleanup, retention,
+    the changelog's dirty ratio — against what userpulse plans for it
+    (docs/operations.md, "Topics"). With --check: create nothing, and exit 1
+    when a topic is missing or differs."""
+    from agents.kafka.admin import admin_client, ensure_topics
+    from agents.kafka.topic_plan import describe, table
 
     settings = Settings.from_env()
-    created = ensure_topics(settings)
-    click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+    created: list[str] = []
+    if not check:
+        created = ensure_topics(settings)
+        if created:
+            click.echo(f"created: {', '.join(created)}", err=True)
+    admin = admin_client(settings)
+    try:
+        found = describe(admin, settings, created=created)
+    finally:
+        admin.close()
+    click.echo(table(found))
+    if check and any(f.problems for f in found):
+        sys.exit(1)
 
 
 # ---- demo ------------------------------------------------------------------

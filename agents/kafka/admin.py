@@ -17,6 +17,22 @@ from streams import topics
 
 logger = logging.getLogger(__name__)
 
+DAY_MS = 86_400_000
+#: retention of the topics userpulse creates: inputs, internal messages and
+#: triggers a week (Kafka's default, said explicitly); dead letters a month,
+#: time to read, fix and re-publish them (docs/dead-letters.md)
+RETENTION_MS = {
+    topics.USER_EVENTS: 7 * DAY_MS,
+    topics.DERIVED: 7 * DAY_MS,
+    topics.DEAD_LETTERS: 30 * DAY_MS,
+    **{name: 7 * DAY_MS for name in topics.TRIGGER_TOPICS},
+}
+
+
+def creation_configs(name: str) -> dict[str, str]:
+    """The topic configs ``ensure_topics`` creates contract topic ``name`` with."""
+    return {"cleanup.policy": "delete", "retention.ms": str(RETENTION_MS[name])}
+
 
 def admin_client(settings: Settings, timeout_ms: int = 10_000) -> KafkaAdminClient:
     try:
@@ -45,7 +61,8 @@ def ensure_topics(settings: Settings, replication_factor: int = 1) -> list[str]:
     count other than ``USERPULSE_PARTITIONS`` (the state table must be
     co-partitioned with it).
     """
-    names = [settings.topic(t) for t in topics.ALL_TOPICS]
+    contract = {settings.topic(t): t for t in topics.ALL_TOPICS}
+    names = list(contract)
     events = settings.topic(topics.USER_EVENTS)
     admin = admin_client(settings)
     try:
@@ -54,7 +71,9 @@ def ensure_topics(settings: Settings, replication_factor: int = 1) -> list[str]:
         created: list[str] = []
         for name in missing:
             try:
-                admin.create_topics([NewTopic(name, settings.partitions, replication_factor)])
+                configs = creation_configs(contract[name])
+                new = NewTopic(name, settings.partitions, replication_factor, topic_configs=configs)
+                admin.create_topics([new])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # created meanwhile (another worker, or metadata not yet visible)

@@ -103,24 +103,31 @@ class Prober:
         now = time.monotonic()
         self.probes = probes
         self.dependencies = {name: Dependency(name, now) for name in probes}
+        #: set when the worker stops: no more questions, and no answer counts
+        self.stopping = asyncio.Event()
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
+    async def run(self) -> None:
+        while not self.stopping.is_set():
             await self.probe_once()
             with suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), PROBE_S)
+                await asyncio.wait_for(self.stopping.wait(), PROBE_S)
 
     async def probe_once(self) -> None:
         for name, probe in self.probes.items():
+            if self.stopping.is_set():
+                return  # the clients it would ask are being closed
             dep = self.dependencies[name]
             try:
                 await asyncio.wait_for(probe(), PROBE_TIMEOUT_S)
             except TimeoutError:
-                dep.unanswered(time.monotonic(), f"no answer within {PROBE_TIMEOUT_S:.0f} s")
+                failure = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
             except Exception as exc:  # any failure to answer is the answer
-                dep.unanswered(time.monotonic(), f"{type(exc).__name__}: {exc}")
+                failure = f"{type(exc).__name__}: {exc}"
             else:
                 dep.answered(time.monotonic())
+                continue
+            if not self.stopping.is_set():
+                dep.unanswered(time.monotonic(), failure)
 
 
 class KafkaProbe:
@@ -180,7 +187,6 @@ class Health:
         self.prober = Prober({"Kafka": self.kafka.ask, "Redis": redis_ping})
         self.membership = membership
         self.unreachable_s = unreachable_s
-        self._stopping = asyncio.Event()
 
         # Faust calls a page handler as handler(view, request): plain functions
         async def live(view: Any, request: Any) -> Any:
@@ -200,10 +206,10 @@ class Health:
         return readiness(time.monotonic(), self.membership(), deps, self.unreachable_s)
 
     async def _run(self) -> None:
-        await self.prober.run(self._stopping)
+        await self.prober.run()
 
     async def close(self) -> None:
-        self._stopping.set()
+        self.prober.stopping.set()
         await self.kafka.close()
 
     def report(self) -> tuple[dict[str, Any], bool]:

@@ -391,11 +391,11 @@ class Pipeline:
 
     async def _on_shutdown(self, app: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self._stopping.set()
+        await self.health.close()  # before the clients it asks are closed
         await self.committer.drain()
         await self.committer.stop()
         await self.reprojector.flush(time.monotonic())
         await self.projection.close()
-        await self.health.close()
 
     def _counters_view(self) -> Any:
         # Faust calls a page handler as handler(view, request): a plain function.

@@ -96,3 +96,16 @@ def test_a_taken_web_port_is_one_line_with_the_fix() -> None:
     assert message.startswith(f"USERPULSE_WEB_PORT: port {port} on 127.0.0.1 is in use")
     assert f"--web-port {port + 1}" in message and "\n" not in message
     check_web_port(settings)  # free again: no error
+
+
+def test_a_stopping_prober_asks_nothing_and_counts_no_failure() -> None:
+    asked: list[str] = []
+
+    async def closed() -> None:
+        asked.append("closed")
+        raise ConnectionError("Connection closed by server.")
+
+    prober = Prober({"Redis": closed})
+    prober.stopping.set()
+    asyncio.run(prober.probe_once())
+    assert asked == [] and prober.dependencies["Redis"].error is None
