@@ -128,6 +128,13 @@ class Settings:
         "worker log level: debug, info, warning, error",
         checks.one_of("debug", "info", "warning", "error", problem="is unknown", lower=True),
     )
+    log_format: str = setting(
+        "USERPULSE_LOG_FORMAT",
+        "auto",
+        "worker log lines: text, json (one object per line), or auto (json when the log "
+        "does not go to a terminal)",
+        checks.one_of("auto", "text", "json", problem="is not a log format", lower=True),
+    )
     max_event_bytes: int = setting(
         "USERPULSE_MAX_EVENT_BYTES",
         "65536",

@@ -86,5 +86,6 @@ def settings(stack_endpoints: Endpoints, tmp_path: Path) -> Settings:
         web_port=free_port(),
         partitions=4,
         log_level="info",
+        log_format="text",  # the tests read worker logs as text (tests/e2e/test_json_logs.py: JSON)
         session_timeout_s=8,  # a SIGKILLed worker's partitions move on quickly
     )

@@ -10,7 +10,8 @@ Kafka and Redis are asked every :data:`PROBE_S` seconds (a cluster
 description, a PING), each within :data:`PROBE_TIMEOUT_S`: a frozen broker
 accepts connections but answers nothing, so only an answer counts. One that
 has not answered for ``USERPULSE_UNREACHABLE_S`` makes the worker not ready
-— a short blip does not. :func:`readiness` is the pure rule.
+— a short blip does not — and so does one that has not answered once since
+the start. :func:`readiness` is the pure rule.
 """
 
 from __future__ import annotations
@@ -89,9 +90,12 @@ def readiness(
             "one none yet)"
         )
     for dep in dependencies:
+        last = f": {dep.error}" if dep.error else ""
+        if dep.answered_at is None:
+            reasons.append(f"{dep.name} has not answered yet{last}")
+            continue
         silent = dep.silent_s(now)
         if silent > unreachable_s:
-            last = f": {dep.error}" if dep.error else ""
             reasons.append(f"{dep.name} has not answered for {silent:.0f} s{last}")
     return reasons
 

@@ -211,6 +211,7 @@ class Pipeline:
             logger.error(
                 "skipping malformed derived message at %s[%d]@%d: %s",
                 topic, number, bad.record.offset, bad.error,
+                extra={"topic": topic, "partition": number, "offset": bad.record.offset},
             )  # fmt: skip
         if batch.triggers:
             names = self.topics.trigger_names
@@ -382,7 +383,11 @@ class Pipeline:
         letter = dead_letter_record(*where, max_bytes=limit)
         fallback = by_reference(*where)
         self.counters.dead_letters += 1
-        logger.info("dead-lettered %s[%d]@%d: %s", topic, partition, record.offset, error)
+        source = {"topic": topic, "partition": partition, "offset": record.offset}
+        logger.info(
+            "dead-lettered %s[%d]@%d: %s", topic, partition, record.offset, error,
+            extra={**source, "code": error.code},
+        )  # fmt: skip
         name = self.topics.dead_letters_name
         return (name, *letter), (name, *fallback)
 

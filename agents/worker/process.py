@@ -10,7 +10,7 @@ import faust
 
 from agents.envvars import redact_url
 from agents.settings import Settings
-from agents.worker import logfilter
+from agents.worker import logfilter, logformat
 from agents.worker.pipeline import Pipeline
 from streams.errors import ConfigError
 
@@ -57,6 +57,7 @@ def run_worker(settings: Settings) -> None:
         settings.store,
     )
     worker = _Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.json_logs = logformat.wants_json(settings.log_format)
     worker.execute_from_commandline()
 
 
@@ -68,6 +69,11 @@ class _Worker(faust.Worker):
     the libraries' repeated warnings limited to one line a minute
     (:mod:`agents.worker.logfilter`)."""
 
+    #: one JSON object per line (agents/worker/logformat.py)
+    json_logs = False
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         logfilter.install(logger)  # one line per outage, not one per retry
+        if self.json_logs:
+            logformat.install(logger)

@@ -91,6 +91,7 @@ def own_settings(own_stack: Stack, tmp_path: Path) -> Settings:
         partitions=4,
         redis_key_prefix=f"f{run}:",
         log_level="info",
+        log_format="text",  # the tests read worker logs as text (tests/e2e/test_json_logs.py: JSON)
         session_timeout_s=8,
     )
 

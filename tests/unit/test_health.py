@@ -51,13 +51,15 @@ def test_a_service_silent_longer_than_the_setting_makes_it_not_ready() -> None:
     assert readiness(132.0, READY, [kafka], unreachable_s=30) == []
 
 
-def test_a_service_that_never_answered_counts_from_the_start() -> None:
+def test_a_service_that_has_not_answered_once_makes_it_not_ready() -> None:
     redis = Dependency("Redis", since=10.0)
+    assert readiness(10.5, READY, [redis], unreachable_s=30) == ["Redis has not answered yet"]
     redis.unanswered(11.0, "ConnectionError: refused")
-    assert readiness(39.0, READY, [redis], unreachable_s=30) == []
-    assert readiness(41.0, READY, [redis], unreachable_s=30) == [
-        "Redis has not answered for 31 s: ConnectionError: refused"
+    assert readiness(11.5, READY, [redis], unreachable_s=30) == [
+        "Redis has not answered yet: ConnectionError: refused"
     ]
+    redis.answered(12.0)
+    assert readiness(12.5, READY, [redis], unreachable_s=30) == []
 
 
 def test_the_prober_records_answers_failures_and_time_limits(
