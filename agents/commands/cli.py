@@ -54,16 +54,18 @@ def stack_down() -> None:
 @stack.command("status")
 @friendly_errors
 def stack_status() -> None:
-    """Show whether Kafka and Redis run and answer; exit 1 when not."""
+    """Show whether Kafka and Redis run and answer, and the workers the stack
+    started; exit 1 when Kafka or Redis does not."""
     from agents.stack.local import Stack
 
     statuses = Stack(StackSettings.from_env()).status()
     healthy = True
+    width = max(len(s.name) for s in statuses)
     for s in statuses:
         state = "up" if s.answering else ("running, not answering" if s.running else "down")
         healthy &= s.answering
         pid = f"pid {s.pid}" if s.pid else "no pid"
-        click.echo(f"{s.name:6} {state:24} {s.address:28} {pid:12} log {s.log}")
+        click.echo(f"{s.name:{width}} {state:24} {s.address:28} {pid:12} log {s.log}")
     sys.exit(0 if healthy else 1)
 
 
