@@ -109,6 +109,24 @@ def by_reference(
     return key, preview, headers
 
 
+def dead_letter_sends(
+    error: EventError,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    dlq: str,
+    max_bytes: int,
+) -> tuple[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]], ...]:
+    """The dead letter for topic ``dlq`` (:func:`dead_letter_record`), and
+    its form by reference without the value, for when that cannot be sent."""
+    where = (error, topic, partition, offset, key, value)
+    letter = dead_letter_record(*where, max_bytes=max_bytes)
+    return (dlq, *letter), (dlq, *by_reference(*where))
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """One record of the dead-letter topic, its headers decoded."""

@@ -28,6 +28,8 @@ from faust.types import TP
 
 from agents.errors import InfrastructureError
 from agents.worker.store import BatchStore
+from streams.codec import decode_state
+from streams.errors import StateError
 from streams.userstate import UserState
 
 logger = logging.getLogger(__name__)
@@ -109,6 +111,27 @@ class Committer:
         if entry is None:
             return False, None
         return True, entry.state
+
+    def loader(self, number: int) -> Callable[[bytes], UserState | None]:
+        """Reads a user's state of partition ``number``: the pending state
+        first (not yet stored locally), else the local store."""
+        pending = self.pending_state
+        get = self._store().get_in
+
+        def load(key: bytes) -> UserState | None:
+            known, state = pending(key)
+            if known:
+                return state
+            raw = get(number, key)
+            if raw is None:
+                return None
+            try:
+                return decode_state(raw)
+            except StateError:
+                logger.exception("user-state for %r is unreadable; starting it afresh", key)
+                return None
+
+        return load
 
     @property
     def backlog(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,3 +53,13 @@ def snapshot(
         "projection_compared": reprojector.compared,
         "projection_restaged": reprojector.restaged,
     }
+
+
+def install(app: Any, read: Callable[[], dict[str, Any]]) -> None:
+    """``GET /counters/`` on the worker's Faust web server: ``read()`` as JSON."""
+
+    # Faust calls a page handler as handler(view, request): a plain function
+    async def page(view: Any, request: Any) -> Any:
+        return view.json(read())
+
+    app.page("/counters/")(page)

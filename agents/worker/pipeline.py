@@ -22,7 +22,7 @@ import orjson
 
 from agents.environment import identity
 from agents.errors import DataDirError
-from agents.kafka.deadletters import by_reference, dead_letter_record
+from agents.kafka.deadletters import dead_letter_sends
 from agents.kafka.model_topic import Model, follow_model
 from agents.redis.projection import RedisProjection
 from agents.settings import Settings
@@ -30,6 +30,7 @@ from agents.worker import metrics
 from agents.worker.app import Topics, new_app
 from agents.worker.committer import Committer, Effects, Send
 from agents.worker.counters import Counters, snapshot
+from agents.worker.counters import install as install_counters
 from agents.worker.deadlines import Deadlines
 from agents.worker.health import Health
 from agents.worker.metrics import Metrics
@@ -39,11 +40,11 @@ from agents.worker.status import membership, sample
 from agents.worker.store import BatchStore
 from streams.batch import Batch, Record
 from streams.churn import ChurnModel
-from streams.codec import decode_state, encode_state
+from streams.codec import encode_state
 from streams.contract import Limits
 from streams.derived import DerivedMessage, Due, encode_derived
 from streams.engine import Engine
-from streams.errors import EventError, StateError
+from streams.errors import EventError
 from streams.policy import DEFAULT_POLICY, Policy
 from streams.profile import mirrored, profile_fields, profile_indexes
 from streams.triggers import encode_trigger
@@ -93,7 +94,9 @@ class Pipeline:
         self.app.timer(PROJECTION_FLUSH_INTERVAL_S, name="redis-projection-flush")(
             self.flush_projection
         )
-        self.app.page("/counters/")(self._counters_view())
+        install_counters(self.app, lambda: snapshot(
+            self.counters, self.committer, self.deadlines, self.projection, self.reprojector
+        ))  # fmt: skip
         #: the tables of a first assignment were recovered
         self.recovered = False
         #: (topic, partition) → the offset after the last record processed
@@ -176,7 +179,7 @@ class Pipeline:
         seen_at = time.monotonic()
         for number, inputs in by_partition.items():
             batch = self.engine.run(
-                self.deadlines.part(number), inputs, self._loader(number), now_ms=now_ms()
+                self.deadlines.part(number), inputs, self.committer.loader(number), now_ms=now_ms()
             )
             self.deadlines.stored(batch.writes)
             if not derived:
@@ -228,7 +231,7 @@ class Pipeline:
             self._project(key, new)
         counters.state_writes += len(batch.writes)
         if batch.redelivered_keys:
-            load = self._loader(number)
+            load = self.committer.loader(number)
             for key in dict.fromkeys(batch.redelivered_keys):
                 if key not in writes:
                     state = load(key)
@@ -264,27 +267,6 @@ class Pipeline:
 
     def _store(self) -> BatchStore:
         return cast(BatchStore, self.state.data)
-
-    def _loader(self, number: int) -> Any:
-        """Reads a user's state of partition ``number``: the committer's
-        pending state first (not yet stored locally), else the local store."""
-        pending = self.committer.pending_state
-        get = self._store().get_in
-
-        def load(key: bytes) -> UserState | None:
-            known, state = pending(key)
-            if known:
-                return state
-            raw = get(number, key)
-            if raw is None:
-                return None
-            try:
-                return decode_state(raw)
-            except StateError:
-                logger.exception("user-state for %r is unreadable; starting it afresh", key)
-                return None
-
-        return load
 
     async def _producer_send(
         self,
@@ -378,18 +360,18 @@ class Pipeline:
         topic, untouched, with the reason and its source in the headers — by
         reference when it is too big for the producer — and, for when that
         cannot be sent, its form by reference without the value."""
-        where = (error, topic, partition, record.offset, record.key, record.value)
-        limit = self.app.conf.producer_max_request_size
-        letter = dead_letter_record(*where, max_bytes=limit)
-        fallback = by_reference(*where)
         self.counters.dead_letters += 1
         source = {"topic": topic, "partition": partition, "offset": record.offset}
         logger.info(
             "dead-lettered %s[%d]@%d: %s", topic, partition, record.offset, error,
             extra={**source, "code": error.code},
         )  # fmt: skip
-        name = self.topics.dead_letters_name
-        return (name, *letter), (name, *fallback)
+        letter, fallback = dead_letter_sends(
+            error, topic, partition, record.offset, record.key, record.value,
+            dlq=self.topics.dead_letters_name,
+            max_bytes=self.app.conf.producer_max_request_size,
+        )  # fmt: skip
+        return letter, fallback
 
     async def flush_projection(self) -> None:
         await self.reprojector.flush(time.monotonic())
@@ -401,14 +383,3 @@ class Pipeline:
         await self.committer.stop()
         await self.reprojector.flush(time.monotonic())
         await self.projection.close()
-
-    def _counters_view(self) -> Any:
-        # Faust calls a page handler as handler(view, request): a plain function.
-        async def counters(view: Any, request: Any) -> Any:
-            return view.json(
-                snapshot(
-                    self.counters, self.committer, self.deadlines, self.projection, self.reprojector
-                )
-            )
-
-        return counters

@@ -81,13 +81,8 @@ def _scenario(
     expected_line: str,
 ) -> Report:
     settings = replace(settings, clock="stream", data_dir=disk / "data")
-    data = generate(EVENTS, USERS, seed=23, partitions=settings.partitions, now_ms=NOW_MS)
-    ensure_topics(settings)
-    log = tmp_path / "worker.log"
-    worker = Worker(settings, log)
-    producer = SteadyProducer(settings, data.keys, data.values).start()
+    log, worker, producer = _started(settings, tmp_path, seed=23)
     try:
-        wait_for(lambda: counters(settings).get("events", 0) > 0, 90, worker, "first events")
         break_disk()
         code = worker.proc.wait(120)
         worker.stop()
@@ -106,6 +101,24 @@ def _scenario(
     report = verify(settings, what, data_dir=settings.data_dir)
     assert not report.failures(), report.failures()
     return report
+
+
+def _started(
+    settings: Settings, tmp_path: Path, *, seed: int
+) -> tuple[Path, Worker, SteadyProducer]:
+    """A worker applying a steady producer's events: (its log, it, the producer)."""
+    data = generate(EVENTS, USERS, seed=seed, partitions=settings.partitions, now_ms=NOW_MS)
+    ensure_topics(settings)
+    log = tmp_path / "worker.log"
+    worker = Worker(settings, log)
+    producer = SteadyProducer(settings, data.keys, data.values).start()
+    try:
+        wait_for(lambda: counters(settings).get("events", 0) > 0, 90, worker, "first events")
+    except BaseException:
+        producer.close()
+        worker.stop()
+        raise
+    return log, worker, producer
 
 
 def test_the_data_dir_fills_up(
@@ -131,13 +144,8 @@ def test_a_read_only_data_dir(
     switched to read-only under the worker): the worker stops, the disk turns
     read-only, a start is refused with one line, then it is writable again."""
     settings = replace(settings, clock="stream", data_dir=small_disk / "data")
-    data = generate(EVENTS, USERS, seed=29, partitions=settings.partitions, now_ms=NOW_MS)
-    ensure_topics(settings)
-    log = tmp_path / "worker.log"
-    worker = Worker(settings, log)
-    producer = SteadyProducer(settings, data.keys, data.values).start()
+    log, worker, producer = _started(settings, tmp_path, seed=29)
     try:
-        wait_for(lambda: counters(settings).get("events", 0) > 0, 90, worker, "first events")
         assert worker.stop() == 0, worker.tail()
         remount(small_disk, "ro")
         refused = Worker(settings, tmp_path / "refused.log")
